@@ -1,0 +1,53 @@
+"""The ``alkit`` command. Each sub-command group lives in ``alkit/commands/<name>.py`` and exposes
+``register(subparsers)``; heavy imports happen inside the handlers so ``alkit --help`` stays fast."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from alkit.errors import AlkitError
+
+# Sub-command modules, in the order of the method.
+COMMAND_MODULES = ("encode", "select", "pool", "mtp", "label", "run", "report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alkit",
+        description="Build robust moment tensor potentials with few DFT calls (pool -> encode -> DIRECT -> label -> MTP -> explore).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"alkit.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"alkit.commands.{name}":
+                continue  # command group not installed in this build
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AlkitError as exc:
+        print(f"alkit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
