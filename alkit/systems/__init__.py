@@ -1,0 +1,1 @@
+"""Chemical-system specific structure and scenario builders (one module per system)."""
