@@ -1,0 +1,46 @@
+"""``alkit run RECIPE`` (start or resume a campaign) and ``alkit status RUN_DIR``."""
+from __future__ import annotations
+
+import json
+
+
+def _run(args) -> int:
+    from alkit.driver import ActiveLearningDriver, format_status
+    from alkit.recipe import build_config
+
+    cfg = build_config(args.recipe, preset=args.preset, mode=args.mode)
+    for key in ("executor", "n_workers", "max_iterations", "labeller"):
+        val = getattr(args, key, None)
+        if val is not None:
+            setattr(cfg, key, val)
+    run_dir = args.run_dir or f"runs/{cfg.name}-{args.mode}"
+    summary = ActiveLearningDriver(cfg, run_dir).run()
+    print(format_status(summary))
+    return 0 if summary["converged"] else 1
+
+
+def _status(args) -> int:
+    from alkit.driver import format_status, run_status
+
+    s = run_status(args.run_dir)
+    print(json.dumps(s, indent=1) if args.json else format_status(s))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run (or resume) an active-learning campaign from a recipe")
+    p.add_argument("recipe", help="recipe name in recipes/ (e.g. ti_h) or path to a recipe script")
+    p.add_argument("--preset", default=None, help="recipe preset (default: the recipe's first)")
+    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<name>-<mode>)")
+    p.add_argument("--mode", choices=("direct", "scratch"), default="direct",
+                   help="direct: DIRECT-seeded AL; scratch: AL from the scenarios' starting structures")
+    p.add_argument("--executor", choices=("process", "dask", "serial"), default=None)
+    p.add_argument("--workers", dest="n_workers", type=int, default=None)
+    p.add_argument("--max-iterations", type=int, default=None)
+    p.add_argument("--labeller", default=None, help="override the recipe's labeller (chgnet, gpaw, vasp, module:Name)")
+    p.set_defaults(func=_run)
+
+    s = sub.add_parser("status", help="summary of where a campaign stands")
+    s.add_argument("run_dir")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=_status)

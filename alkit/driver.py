@@ -1,0 +1,641 @@
+"""The active-learning driver: one object that owns the whole method and survives crashes.
+
+pool (universal-potential MD) -> encode -> fit DIRECT -> seed selection -> label -> fit MTP -> MTP MD on every
+scenario with gamma monitoring -> re-select extrapolative structures through the same fitted DIRECT sampler under a
+budget -> label -> refit -> ... until every scenario is stable or ``max_iterations`` is reached.
+
+``mode="scratch"`` is the paper's "case 2": the initial training set is the scenarios' starting structures and the
+same loop follows. Both modes write the same records (store, event log, per-iteration potentials) so they compare.
+
+Crash safety: every structure, label and per-scenario exploration result is committed to the SQLite store as soon as
+it exists, and every finished stage is recorded there; re-running the same command resumes at the first unfinished
+stage without losing or duplicating a label.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from alkit.errors import ConfigError
+from alkit.events import EventLog, read_events
+from alkit.scenarios import Scenario, check_unique_ids, load_scenarios, save_scenarios
+
+log = logging.getLogger(__name__)
+
+MODES = ("direct", "scratch")
+RESELECT = ("direct", "maxvol")
+
+
+@dataclass
+class ALConfig:
+    """Everything a campaign needs. Recipes build one; it is saved as ``RUN_DIR/config.json``."""
+
+    species: Sequence[str]
+    scenarios: list[Scenario]
+    mode: str = "direct"
+    name: str = "campaign"
+    # pool (direct mode, or whenever the DIRECT sampler is needed)
+    pool_scenarios: list[Scenario] | None = None  # default: the exploration scenarios
+    pool_potential: str = "m3gnet"
+    pool_per_trajectory: int | None = None  # DIRECT down-sampling of each trajectory (paper: 1000 of 20001)
+    # encoding and DIRECT
+    encoder: str = "m3gnet"
+    n_clusters: int = 100
+    k: int = 1
+    clustering: str = "birch"
+    # labelling
+    labeller: str = "chgnet"
+    labeller_kwargs: dict[str, Any] = field(default_factory=dict)
+    label_timeout: float | None = None
+    # MTP
+    mtp_level: int = 8
+    cutoff: float = 5.0
+    loss_weights: tuple[float, float, float] = (1.0, 0.01, 0.0)
+    bfgs_maxiter: int = 0
+    valid_fraction: float = 0.1
+    grade_mode: str = "neighborhood"
+    # exploration
+    gamma_select: float = 3.0
+    gamma_break: float = 3.0
+    explore_engine: str = "ase"
+    explore_steps: int | None = None  # default: each scenario's own length
+    max_collect_per_scenario: int = 20
+    al_budget: int = 20  # new labels per AL iteration
+    reselect: str | None = None  # "direct" | "maxvol"; default: direct in direct mode, maxvol from scratch
+    max_iterations: int = 10
+    # execution
+    executor: str = "process"
+    n_workers: int = 2
+    dask_address: str | None = None
+    model_dir: str | None = None
+    seed: int = 0
+
+    @property
+    def reselection(self) -> str:
+        return self.reselect or ("direct" if self.mode == "direct" else "maxvol")
+
+    @property
+    def needs_sampler(self) -> bool:
+        return self.mode == "direct" or self.reselection == "direct"
+
+    def validate(self) -> None:
+        from ase.data import atomic_numbers
+
+        if self.mode not in MODES:
+            raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
+        if self.reselection not in RESELECT:
+            raise ConfigError(f"reselect {self.reselect!r} is not one of {RESELECT}")
+        if not self.species:
+            raise ConfigError("species list is empty")
+        unknown = [s for s in self.species if s not in atomic_numbers or s == "X"]
+        if unknown:
+            raise ConfigError(f"unknown element(s) in species: {unknown}")
+        if len(set(self.species)) != len(self.species):
+            raise ConfigError(f"species listed twice: {list(self.species)}")
+        if not self.scenarios:
+            raise ConfigError("the scenario list is empty: nothing to explore")
+        check_unique_ids(self.scenarios)
+        for scn in list(self.scenarios) + list(self.pool_scenarios or []):
+            extra = sorted(set(scn.atoms.get_chemical_symbols()) - set(self.species))
+            if extra:
+                raise ConfigError(f"scenario {scn.id!r} contains element(s) {extra} not in species {list(self.species)}")
+        if self.needs_sampler and self.n_clusters < 1:
+            raise ConfigError(f"n_clusters must be >= 1, got {self.n_clusters}")
+        if self.k < 1:
+            raise ConfigError(f"k (structures per cluster) must be >= 1, got {self.k}")
+        if self.al_budget < 1:
+            raise ConfigError(f"al_budget must be >= 1, got {self.al_budget}")
+        if self.max_iterations < 1:
+            raise ConfigError(f"max_iterations must be >= 1, got {self.max_iterations}")
+        if not (0.0 <= self.valid_fraction < 0.5):
+            raise ConfigError(f"valid_fraction must be in [0, 0.5), got {self.valid_fraction}")
+        if self.gamma_select > self.gamma_break:
+            raise ConfigError(f"gamma_select ({self.gamma_select}) must not exceed gamma_break ({self.gamma_break})")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["scenarios"] = [s.id for s in self.scenarios]
+        d["pool_scenarios"] = None if self.pool_scenarios is None else [s.id for s in self.pool_scenarios]
+        d["species"] = list(self.species)
+        return d
+
+
+# --------------------------------------------------------------------------------------------------------------
+# worker functions (module level so process and Dask executors can pickle them)
+
+
+def _explore_worker(scenario: dict, mtp_path: str, als_path: str, species: list[str], params: dict) -> dict:
+    """Run MTP MD with gamma monitoring for one scenario in a worker process."""
+    from alkit._compat import set_torch_threads
+    from alkit.mtp.grade import ActiveSet
+    from alkit.mtp.md import run_mtp_md
+
+    set_torch_threads(1)
+    scn = Scenario.from_dict(scenario)
+    active = ActiveSet.load(als_path, mtp_path=mtp_path)
+    res = run_mtp_md(
+        scn.atoms.copy(),
+        mtp_path,
+        active,
+        species,
+        temperature=scn.temperature,
+        steps=params.get("steps") or scn.steps,
+        ensemble=scn.ensemble,
+        timestep_fs=scn.timestep_fs,
+        gamma_select=params["gamma_select"],
+        gamma_break=params["gamma_break"],
+        engine=params["engine"],
+        seed=params["seed"],
+        max_collect=params["max_collect"],
+        scenario_id=scn.id,
+    )
+    return {
+        "id": scn.id,
+        "temperature": scn.temperature,
+        "stable": bool(res.stable),
+        "steps_done": int(res.steps_done),
+        "steps_total": int(res.steps_total),
+        "max_gamma": float(res.max_gamma) if np.isfinite(res.max_gamma) else 1e30,
+        "stop_reason": res.stop_reason,
+        "seconds": float(res.seconds),
+        "collected": res.collected,
+    }
+
+
+def _seed_for(scenario_id: str, iteration: int, seed: int) -> int:
+    h = hashlib.sha256(f"{scenario_id}:{iteration}:{seed}".encode()).hexdigest()
+    return int(h[:8], 16)
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ActiveLearningDriver:
+    """Owns the loop. ``ActiveLearningDriver(config, run_dir).run()`` starts or resumes a campaign."""
+
+    def __init__(self, config: ALConfig, run_dir: str | os.PathLike):
+        self.config = config
+        self.run_dir = Path(run_dir)
+
+    # ---- paths ------------------------------------------------------------------------------------------------
+    @property
+    def store_path(self) -> Path:
+        return self.run_dir / "store.sqlite"
+
+    def iter_dir(self, it: int) -> Path:
+        return self.run_dir / "iterations" / f"iter_{it:03d}"
+
+    # ---- set-up -----------------------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Validate everything that can be checked before any work starts."""
+        cfg = self.config
+        cfg.validate()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"run directory {self.run_dir} is not writable: {exc}") from exc
+        cfg_file = self.run_dir / "config.json"
+        new = cfg.to_json()
+        if cfg_file.exists():
+            old = json.loads(cfg_file.read_text())
+            if old.get("mode") != cfg.mode or old.get("species") != list(cfg.species):
+                raise ConfigError(
+                    f"run directory {self.run_dir} holds a {old.get('mode')!r} campaign for {old.get('species')}; "
+                    f"refusing to resume it as {cfg.mode!r} for {list(cfg.species)} (use another --run-dir)"
+                )
+        else:
+            cfg_file.write_text(json.dumps(new, indent=1, default=str))
+            save_scenarios(self.run_dir / "scenarios.json", cfg.scenarios)
+        from alkit.label import make_labeller
+
+        self.labeller = make_labeller(cfg.labeller, **cfg.labeller_kwargs)
+        self.labeller.check()
+        if cfg.needs_sampler:
+            from alkit.potentials import make_calculator
+
+            make_calculator(cfg.pool_potential, model_dir=cfg.model_dir)  # fails now, not after hours of work
+
+    def _open(self):
+        from alkit.store import RunStore
+
+        self.store = RunStore(self.store_path)
+        self.events = EventLog(self.run_dir)
+
+    # ---- stage bookkeeping ------------------------------------------------------------------------------------
+    def _done(self, key: str) -> Any:
+        return self.store.get_state(f"done:{key}")
+
+    def _mark(self, key: str, value: Any = True) -> None:
+        self.store.set_state(f"done:{key}", value)
+
+    @contextmanager
+    def _stage(self, it: int, stage: str, wall: dict) -> Iterator[None]:
+        t0 = time.perf_counter()
+        log.info("iteration %d: %s ...", it, stage)
+        yield
+        dt = time.perf_counter() - t0
+        wall[stage] = wall.get(stage, 0.0) + dt
+        self.events.emit("stage", iteration=it, stage=stage, seconds=dt)
+        log.info("iteration %d: %s done in %.1f s", it, stage, dt)
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Start or resume the campaign; return the summary of :meth:`status`."""
+        from alkit.executors import make_executor
+
+        cfg = self.config
+        self._prepare()
+        self._open()
+        if not self._done("started"):
+            self.events.emit("run_started", mode=cfg.mode, recipe=cfg.name, preset=cfg.name, config=cfg.to_json())
+            self._mark("started")
+        else:
+            log.info("resuming campaign in %s", self.run_dir)
+        with make_executor(cfg.executor, n_workers=cfg.n_workers, address=cfg.dask_address) as executor:
+            self.executor = executor
+            it = int(self.store.get_state("iteration", 0))
+            while True:
+                wall: dict[str, float] = dict(self.store.get_state(f"wall:{it}", {}) or {})
+                if it == 0:
+                    self._initial(wall)
+                self._label(it, wall)
+                self._fit(it, wall)
+                results = self._explore(it, wall)
+                n_stable = sum(r["stable"] for r in results)
+                converged = n_stable == len(results)
+                added = 0
+                if not converged and it + 1 < cfg.max_iterations:
+                    added = self._reselect(it, wall)
+                self._iteration_done(it, results, wall)
+                if converged or it + 1 >= cfg.max_iterations or added == 0:
+                    reason = "all scenarios stable" if converged else (
+                        "max_iterations reached" if it + 1 >= cfg.max_iterations else "no new structures selected")
+                    if not self._done("finished"):
+                        self.events.emit(
+                            "run_finished", converged=converged, iterations=it + 1, reason=reason,
+                            labels_cumulative=self.store.count(status="labelled"),
+                        )
+                        self._mark("finished", {"converged": converged, "iterations": it + 1, "reason": reason})
+                    log.info("campaign finished after %d iteration(s): %s", it + 1, reason)
+                    break
+                it += 1
+                self.store.set_state("iteration", it)
+        summary = self.status()
+        self.store.close()
+        return summary
+
+    # ---- stages -----------------------------------------------------------------------------------------------
+    def _initial(self, wall: dict) -> None:
+        cfg = self.config
+        if cfg.needs_sampler:
+            self._build_pool(wall)
+            self._fit_sampler(wall)
+        if self._done("seed"):
+            return
+        if cfg.mode == "direct":
+            pool_ids = self.store.get_state("pool_ids")
+            sampler = self._sampler()
+            chosen = [int(pool_ids[i]) for i in sampler.selected_indices_]
+            self.store.mark_selected(chosen, iteration=0, reason="direct-seed")
+        else:
+            starts = [s.atoms for s in cfg.scenarios]
+            ids = self.store.add_structures(starts, source="scratch", iteration=0,
+                                            scenario_ids=[s.id for s in cfg.scenarios])
+            chosen = sorted(set(ids))
+            self.store.mark_selected(chosen, iteration=0, reason="scenario-start")
+        log.info("seed set: %d structures (%s)", len(chosen), cfg.mode)
+        self._mark("seed", len(chosen))
+
+    def _encoder(self):
+        if getattr(self, "_enc", None) is None:
+            from alkit.encode import get_encoder
+
+            kw: dict[str, Any] = {"cache_dir": str(self.run_dir / "cache")}
+            if self.config.encoder in ("m3gnet", "megnet"):
+                kw["model_dir"] = self.config.model_dir
+            self._enc = get_encoder(self.config.encoder, **kw).fit()
+        return self._enc
+
+    def _sampler(self):
+        if getattr(self, "_smp", None) is None:
+            from alkit.direct import DIRECTSampler
+
+            self._smp = DIRECTSampler.load(self.run_dir / "direct" / "sampler.joblib")
+        return self._smp
+
+    def _build_pool(self, wall: dict) -> None:
+        if self._done("pool"):
+            return
+        from alkit.pool import downsample, load_pool, run_pool
+
+        cfg = self.config
+        scenarios = cfg.pool_scenarios or cfg.scenarios
+        with self._stage(0, "pool", wall):
+            t0 = time.perf_counter()
+            run_pool(scenarios, self.run_dir / "pool", potential=cfg.pool_potential, model_dir=cfg.model_dir,
+                     executor=self.executor, progress=True)
+            frames = load_pool(self.run_dir / "pool")
+            if not frames:
+                raise ConfigError("the universal-potential MD produced no snapshots: check the pool scenarios")
+            if cfg.pool_per_trajectory:
+                keep = downsample(frames, self._encoder(), cfg.pool_per_trajectory, seed=cfg.seed)
+                frames = [frames[i] for i in keep]
+        with self._stage(0, "encode", wall):
+            X = np.asarray(self._encoder().transform(frames), dtype=np.float32)
+            ids = self.store.add_structures(
+                frames, source="pool", iteration=0,
+                scenario_ids=[f.info.get("scenario_id") for f in frames], features=X,
+            )
+        self.store.set_state("pool_ids", [int(i) for i in ids])
+        self.events.emit("pool_built", n_structures=len(frames), n_scenarios=len(scenarios),
+                         seconds=time.perf_counter() - t0)
+        self._mark("pool", len(frames))
+
+    def _fit_sampler(self, wall: dict) -> None:
+        if self._done("direct"):
+            return
+        from alkit.direct import DIRECTSampler, coverage_score
+
+        cfg = self.config
+        pool_ids = self.store.get_state("pool_ids")
+        X = self.store.features(pool_ids)
+        with self._stage(0, "direct", wall):
+            n = min(cfg.n_clusters, len(np.unique(X, axis=0)))
+            if n < cfg.n_clusters:
+                log.warning("pool has only %d distinct structures: using %d clusters instead of %d", n, n, cfg.n_clusters)
+            sampler = DIRECTSampler(n_clusters=n, k=cfg.k, clustering=cfg.clustering, random_state=cfg.seed).fit(X)
+            out = self.run_dir / "direct"
+            out.mkdir(exist_ok=True)
+            sampler.save(out / "sampler.joblib")
+            pcs = sampler.transform(X)
+            sel = np.asarray(sampler.selected_indices_)
+            cov = coverage_score(pcs, pcs[sel], n_bins=50)
+            rng = np.random.default_rng(cfg.seed)
+            show = np.sort(rng.choice(len(pcs), size=min(len(pcs), 20000), replace=False))
+            np.savez(out / "pcs.npz", pool_pcs=pcs[show], selected_pcs=pcs[sel], coverage=cov,
+                     explained_variance_ratio=np.asarray(sampler.explained_variance_ratio_))
+        self._smp = sampler
+        self.events.emit("direct_fitted", n_pcs=int(sampler.n_components_),
+                         explained_variance=np.asarray(sampler.explained_variance_ratio_).tolist(),
+                         coverage=np.asarray(cov).tolist(), n_clusters=int(n), k=cfg.k, n_selected=int(len(sel)))
+        self._mark("direct", True)
+
+    def _label(self, it: int, wall: dict) -> None:
+        from alkit.label import label_many
+
+        cfg = self.config
+        todo = self.store.to_label()
+        if self.store.get_state(f"labels_before:{it}") is None:
+            self.store.set_state(f"labels_before:{it}", [self.store.count(status="labelled"),
+                                                         self.store.count(status="failed")])
+        ok0, failed0 = self.store.get_state(f"labels_before:{it}")
+        if todo:
+            with self._stage(it, "label", wall):
+                structures = self.store.atoms(todo)
+
+                def on_result(j: int, result) -> None:
+                    self.store.set_label(todo[j], result)
+                    if result.status != "ok":
+                        log.warning("label failed for structure %d: %s", todo[j], result.reason)
+
+                label_many(self.labeller, structures, executor=self.executor, timeout=cfg.label_timeout,
+                           on_result=on_result, progress=True)
+        if not self._done(f"labels:{it}"):
+            ok, failed = self.store.count(status="labelled"), self.store.count(status="failed")
+            self.events.emit("labels", iteration=it, added=ok - ok0, cumulative=ok, failed=failed - failed0,
+                             failed_cumulative=failed)
+            self._mark(f"labels:{it}", ok)
+        if self.store.count(status="labelled") == 0:
+            raise ConfigError("no structure could be labelled: check the labeller (every label failed)")
+
+    def _split(self, structures) -> tuple[list, list]:
+        """Deterministic train/validation split by structure hash (stable across iterations and restarts)."""
+        from alkit.io import structure_hash
+
+        cfg = self.config
+        if cfg.valid_fraction <= 0 or len(structures) < 10:
+            return list(structures), []
+        train, valid = [], []
+        for a in structures:
+            h = int(structure_hash(a)[:8], 16) / 0xFFFFFFFF
+            (valid if h < cfg.valid_fraction else train).append(a)
+        return train, valid
+
+    def _fit(self, it: int, wall: dict) -> None:
+        cfg = self.config
+        d = self.iter_dir(it)
+        if self._done(f"fit:{it}") and (d / "pot.mtp").exists() and (d / "state.als").exists():
+            return
+        from alkit.mtp.fit import train_mtp
+        from alkit.mtp.grade import ActiveSet
+
+        d.mkdir(parents=True, exist_ok=True)
+        labelled = self.store.atoms(status="labelled")
+        train, valid = self._split(labelled)
+        prev = self.iter_dir(it - 1) / "pot.mtp" if it > 0 else None
+        with self._stage(it, "fit", wall):
+            res = train_mtp(
+                train, d / "pot.mtp", species=list(cfg.species), level=cfg.mtp_level, cutoff=cfg.cutoff,
+                initial=prev if prev is not None and prev.exists() else None, weights=tuple(cfg.loss_weights),
+                bfgs_maxiter=cfg.bfgs_maxiter, valid=valid or None, seed=cfg.seed, workdir=d / "scratch",
+            )
+            ActiveSet.fit(res.mtp_path, train, list(cfg.species), mode=cfg.grade_mode).save(d / "state.als")
+        self.events.emit("fit", iteration=it, n_train=len(train), n_valid=len(valid),
+                         train=res.train_metrics, valid=res.valid_metrics, seconds=res.seconds)
+        self._mark(f"fit:{it}", True)
+
+    def _explore(self, it: int, wall: dict) -> list[dict]:
+        """MTP MD on every scenario; each finished scenario is committed at once (a restart redoes only the rest)."""
+        from concurrent.futures import as_completed
+
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        d = self.iter_dir(it)
+        results: dict[str, dict] = {}
+        pending = []
+        for scn in cfg.scenarios:
+            rec = self.store.get_state(f"explore:{it}:{scn.id}")
+            if rec is not None:
+                results[scn.id] = rec
+            else:
+                pending.append(scn)
+        if pending:
+            with self._stage(it, "explore", wall):
+                futures = {}
+                for scn in pending:
+                    params = {
+                        "steps": cfg.explore_steps, "gamma_select": cfg.gamma_select, "gamma_break": cfg.gamma_break,
+                        "engine": cfg.explore_engine, "seed": _seed_for(scn.id, it, cfg.seed),
+                        "max_collect": cfg.max_collect_per_scenario,
+                    }
+                    fut = self.executor.submit(_explore_worker, scn.to_dict(), str(d / "pot.mtp"),
+                                               str(d / "state.als"), list(cfg.species), params)
+                    futures[fut] = scn
+                bar = tqdm(total=len(futures), desc=f"explore it{it}", unit="scenario")
+                for fut in as_completed(futures):
+                    scn = futures[fut]
+                    try:
+                        r = fut.result()
+                    except Exception as exc:  # a crashed MD counts as unstable, the campaign goes on
+                        log.error("exploration of %s crashed: %s", scn.id, exc)
+                        r = {"id": scn.id, "temperature": scn.temperature, "stable": False, "steps_done": 0,
+                             "steps_total": int(cfg.explore_steps or scn.steps), "max_gamma": 1e30,
+                             "stop_reason": f"crash: {type(exc).__name__}: {exc}", "seconds": 0.0, "collected": []}
+                    collected = r.pop("collected")
+                    cand_ids: list[int] = []
+                    if collected:
+                        for a in collected:
+                            a.calc = None
+                        cand_ids = self.store.add_structures(
+                            collected, source="al", iteration=it, scenario_ids=[scn.id] * len(collected),
+                            extra=[{"gamma": float(a.info.get("gamma", np.nan)), "step": int(a.info.get("step", -1))}
+                                   for a in collected],
+                        )
+                        for cid, a in zip(cand_ids, collected):
+                            self.store.set_grade(cid, float(a.info.get("gamma", np.nan)), it)
+                    r["candidate_ids"] = [int(c) for c in cand_ids]
+                    r["gammas"] = [float(a.info.get("gamma", np.nan)) for a in collected]
+                    self.store.set_state(f"explore:{it}:{scn.id}", r)
+                    results[scn.id] = r
+                    bar.update(1)
+                    bar.set_postfix(stable=sum(x["stable"] for x in results.values()))
+                bar.close()
+        ordered = [results[s.id] for s in cfg.scenarios]
+        if not self._done(f"explore:{it}"):
+            self.events.emit(
+                "explore", iteration=it,
+                scenarios=[{k: r[k] for k in ("id", "temperature", "stable", "steps_done", "steps_total", "max_gamma")}
+                           for r in ordered],
+                gammas=[g for r in ordered for g in r.get("gammas", [])],
+                n_collected=sum(len(r.get("candidate_ids", [])) for r in ordered),
+            )
+            self._mark(f"explore:{it}", True)
+        return ordered
+
+    def _reselect(self, it: int, wall: dict) -> int:
+        """Choose the next labels among this iteration's extrapolative structures; returns how many were chosen."""
+        done = self._done(f"reselect:{it}")
+        if done is not None:
+            return int(done)
+        cfg = self.config
+        cand: list[int] = []
+        for scn in cfg.scenarios:
+            cand.extend(self.store.get_state(f"explore:{it}:{scn.id}").get("candidate_ids", []))
+        # a structure met before (labelled or queued) is not a new candidate
+        cand = [c for c in dict.fromkeys(cand) if self.store.status(c) == "new"]
+        chosen: list[int] = []
+        if cand:
+            with self._stage(it, "select", wall):
+                structures = self.store.atoms(cand)
+                if cfg.reselection == "direct":
+                    X = np.asarray(self._encoder().transform(structures), dtype=np.float32)
+                    self.store.set_features(cand, X)
+                    idx = self._sampler().select(X, budget=cfg.al_budget)
+                else:
+                    from alkit.mtp.grade import ActiveSet, select_add
+
+                    d = self.iter_dir(it)
+                    active = ActiveSet.load(d / "state.als", mtp_path=d / "pot.mtp")
+                    idx = select_add(active, structures, max_add=cfg.al_budget)
+                chosen = [cand[int(i)] for i in idx]
+                self.store.mark_selected(chosen, iteration=it + 1, reason=f"al-{cfg.reselection}")
+        log.info("iteration %d: %d extrapolative candidates, %d selected for labelling", it, len(cand), len(chosen))
+        self._mark(f"reselect:{it}", len(chosen))
+        return len(chosen)
+
+    def _iteration_done(self, it: int, results: list[dict], wall: dict) -> None:
+        self.store.set_state(f"wall:{it}", wall)
+        if self._done(f"iteration:{it}"):
+            return
+        by_t: dict[str, list[bool]] = {}
+        for r in results:
+            by_t.setdefault(str(int(round(r["temperature"]))), []).append(bool(r["stable"]))
+        self.events.emit(
+            "iteration_done", iteration=it, n_stable=sum(r["stable"] for r in results), n_scenarios=len(results),
+            stable_by_temperature={t: float(np.mean(v)) for t, v in sorted(by_t.items(), key=lambda kv: float(kv[0]))},
+            labels_cumulative=self.store.count(status="labelled"),
+            failed_cumulative=self.store.count(status="failed"), wall=wall,
+            max_gamma=max((r["max_gamma"] for r in results), default=0.0),
+        )
+        self._mark(f"iteration:{it}", True)
+
+    # ---- reporting --------------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        return run_status(self.run_dir)
+
+
+def run_status(run_dir: str | os.PathLike) -> dict:
+    """A summary of where a campaign stands, from its event log and store (works while it runs)."""
+    from alkit.errors import InputError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise InputError(f"{run_dir} is not an alkit run directory (no config.json)")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    iters = read_events(run_dir, "iteration_done")
+    finished = read_events(run_dir, "run_finished")
+    out: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "mode": cfg.get("mode"),
+        "name": cfg.get("name"),
+        "n_scenarios": len(cfg.get("scenarios", [])),
+        "iterations_done": len(iters),
+        "finished": bool(finished),
+        "converged": bool(finished and finished[-1].get("converged")),
+        "reason": finished[-1].get("reason") if finished else None,
+        "iterations": [
+            {k: e.get(k) for k in ("iteration", "n_stable", "n_scenarios", "stable_by_temperature",
+                                   "labels_cumulative", "failed_cumulative", "max_gamma")}
+            | {"wall_s": round(sum((e.get("wall") or {}).values()), 1)}
+            for e in iters
+        ],
+    }
+    if (run_dir / "store.sqlite").exists():
+        from alkit.store import RunStore
+
+        st = RunStore(run_dir / "store.sqlite")
+        try:
+            out["labelled"] = st.count(status="labelled")
+            out["failed"] = st.count(status="failed")
+            out["queued"] = len(st.to_label())
+            out["pool"] = st.count(source="pool")
+        finally:
+            st.close()
+    return out
+
+
+def format_status(s: dict) -> str:
+    lines = [
+        f"run {s['run_dir']}  ({s.get('name')}, mode={s['mode']}, {s['n_scenarios']} scenarios)",
+        f"labelled {s.get('labelled', '?')}, failed {s.get('failed', '?')}, queued {s.get('queued', '?')}, "
+        f"pool {s.get('pool', '?')}",
+    ]
+    if s["iterations"]:
+        lines.append(f"{'iter':>4} {'stable':>9} {'labels':>7} {'failed':>6} {'max gamma':>10} {'wall s':>8}  stable by T")
+        for r in s["iterations"]:
+            byt = ", ".join(f"{t} K: {v:.0%}" for t, v in (r["stable_by_temperature"] or {}).items())
+            mg = r.get("max_gamma")
+            lines.append(
+                f"{r['iteration']:>4} {r['n_stable']:>4}/{r['n_scenarios']:<4} {r['labels_cumulative']:>7} "
+                f"{r['failed_cumulative']:>6} {(mg if mg is not None else float('nan')):>10.3g} {r['wall_s']:>8}  {byt}"
+            )
+    else:
+        lines.append("no iteration finished yet")
+    if s["finished"]:
+        lines.append(f"finished: {'converged' if s['converged'] else 'not converged'} ({s['reason']})")
+    else:
+        lines.append("in progress (or interrupted: re-run the same command to resume)")
+    return "\n".join(lines)

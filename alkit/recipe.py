@@ -1,0 +1,46 @@
+"""Recipes: Python scripts in ``recipes/`` that configure the driver for one chemical system.
+
+A recipe module defines ``PRESETS`` (a dict of preset name -> description or parameters) and
+``build(preset: str, mode: str) -> alkit.driver.ALConfig``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+from alkit.errors import ConfigError
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def find_recipe(name_or_path: str | os.PathLike) -> Path:
+    """Resolve ``ti_h``, ``recipes/ti_h.py`` or any path to a recipe script."""
+    p = Path(name_or_path)
+    candidates = [p, RECIPES_DIR / p, RECIPES_DIR / f"{p}.py", Path.cwd() / "recipes" / f"{p}.py"]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise ConfigError(f"recipe {str(name_or_path)!r} not found (looked in {', '.join(str(c) for c in candidates)})")
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> ModuleType:
+    path = find_recipe(name_or_path)
+    spec = importlib.util.spec_from_file_location(f"alkit_recipe_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:
+        raise ConfigError(f"recipe {path} failed to load: {type(exc).__name__}: {exc}") from exc
+    if not callable(getattr(mod, "build", None)) or not isinstance(getattr(mod, "PRESETS", None), dict):
+        raise ConfigError(f"recipe {path} must define PRESETS (dict) and build(preset, mode)")
+    return mod
+
+
+def build_config(name_or_path: str | os.PathLike, preset: str | None = None, mode: str = "direct"):
+    mod = load_recipe(name_or_path)
+    preset = preset or next(iter(mod.PRESETS))
+    if preset not in mod.PRESETS:
+        raise ConfigError(f"recipe {mod.__file__}: unknown preset {preset!r}; known: {sorted(mod.PRESETS)}")
+    return mod.build(preset, mode)
