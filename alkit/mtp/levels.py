@@ -417,6 +417,27 @@ def basis_counts(level: int) -> dict:
     return level_basis(level).counts
 
 
+def make_tag(level: int | None, species: Sequence[str]) -> str:
+    """``potential_tag`` of alkit's files, e.g. ``alkit_L08_Ti_H``: the level and the species (type order), so a
+    potential knows its elements (MLIP-2 files only know type indices). One token: MLIP-2 reads it with ``>>``."""
+    lev = f"L{int(level):02d}" if level is not None else "Lxx"
+    return "_".join(["alkit", lev, *species])
+
+
+def parse_tag(tag: str | None) -> tuple[int | None, list[str] | None]:
+    """Level and species from an alkit ``potential_tag`` (``(None, None)`` for other tags)."""
+    from ase.data import atomic_numbers
+
+    parts = (tag or "").strip().split("_")
+    if len(parts) < 3 or parts[0] != "alkit" or not parts[1].startswith("L"):
+        return None, None
+    level = int(parts[1][1:]) if parts[1][1:].isdigit() else None
+    species = parts[2:]
+    if not all(s in atomic_numbers for s in species):
+        return level, None
+    return level, species
+
+
 def _fmt_list(rows) -> str:
     return "{" + ", ".join("{" + ", ".join(str(int(x)) for x in r) + "}" for r in rows) + "}"
 
@@ -448,7 +469,7 @@ def generate_mtp(
     if int(radial_basis_size) < 2:
         raise ConfigError(f"radial_basis_size must be >= 2, got {radial_basis_size}")
     b = level_basis(level)
-    tag = f"alkit_L{level:02d}"  # one token: MLIP-2 reads values with operator>>
+    tag = make_tag(level, species)
     lines = [
         "MTP",
         "version = 1.1.0",
