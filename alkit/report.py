@@ -35,6 +35,10 @@ DEFAULT_GAMMA_BREAK = 3.0
 #: Points of the pool drawn in the interactive PC plot (SVG stays responsive); the PNG draws them all.
 MAX_HTML_POOL_POINTS = 5000
 STAGE_ORDER = ("pool", "encode", "direct", "label", "fit", "explore", "select")
+#: Stages that run once before the loop (the driver logs them under iteration 0): drawn as their own "setup" bar.
+SETUP_STAGES = ("pool", "encode", "direct")
+#: The driver records a crashed or blown-up MD as max_gamma 1e30; anything this large is "blew up", not a grade.
+BLOWUP_GAMMA = 1e20
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -94,9 +98,10 @@ def _check_run_dir(run_dir: str | os.PathLike) -> Path:
         raise InputError(f"run directory {str(path)!r} does not exist")
     if not path.is_dir():
         raise InputError(f"{str(path)!r} is not a run directory (it is a file)")
-    if not (path / EVENTS_FILE).is_file():
+    if not (path / EVENTS_FILE).is_file() and not (path / "config.json").is_file():
         raise InputError(
-            f"{str(path)!r} is not an alkit run directory: it has no {EVENTS_FILE} (start one with `alkit run`)"
+            f"{str(path)!r} is not an alkit run directory: it has neither {EVENTS_FILE} nor config.json "
+            "(start a run with `alkit run`)"
         )
     return path
 
@@ -217,6 +222,7 @@ def wall_by_stage(run: RunData) -> dict[str, dict[str, float]]:
     """Seconds per stage per iteration: {x label: {stage: seconds}}; stages before the loop go under "setup".
 
     Built from ``stage`` events; an iteration without any falls back to ``iteration_done.wall``.
+    The one-off stages (:data:`SETUP_STAGES`) go under "setup" whatever iteration they were logged with.
     """
     out: dict[str, dict[str, float]] = {}
     seen_iters: set[int] = set()
@@ -225,16 +231,19 @@ def wall_by_stage(run: RunData) -> dict[str, dict[str, float]]:
         if not isinstance(secs, (int, float)) or isinstance(secs, bool):
             continue
         it = _as_int(rec.get("iteration"))
-        key = "setup" if it is None else str(it)
+        stage = str(rec.get("stage") or "other")
+        key = "setup" if it is None or stage in SETUP_STAGES else str(it)
         if it is not None:
             seen_iters.add(it)
-        stage = str(rec.get("stage") or "other")
         out.setdefault(key, {})
         out[key][stage] = out[key].get(stage, 0.0) + float(secs)
     for it, done in run.done.items():
         if it in seen_iters or not isinstance(done.get("wall"), dict):
             continue
-        out[str(it)] = {str(k): float(v) for k, v in done["wall"].items() if isinstance(v, (int, float))}
+        for k, v in done["wall"].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                key = "setup" if str(k) in SETUP_STAGES else str(it)
+                out.setdefault(key, {})[str(k)] = out.get(key, {}).get(str(k), 0.0) + float(v)
     order = (["setup"] if "setup" in out else []) + [str(i) for i in sorted(_as_int(k) for k in out if k != "setup")]
     return {k: out[k] for k in order}
 
@@ -250,7 +259,8 @@ def _last(d: dict[int, dict], key: str) -> Any:
 def summarize_run(run_dir: str | os.PathLike | RunData) -> dict:
     """Key numbers of a run (works on a running or finished run).
 
-    Keys: run, path, mode, recipe, preset, finished, converged (None while running), iterations (finished
+    Keys: run, path, mode, recipe, preset, finished, converged (None while running), reason (why it stopped, if
+    the log says), iterations (finished
     iterations), last_iteration, labels, failed, all_stable_iteration (the first iteration whose exploration had
     every scenario stable, or None), iterations_to_all_stable (how many iterations ran up to and including it),
     labels_to_all_stable (cumulative labels the potential of that iteration was trained on), wall_seconds (sum of
@@ -291,6 +301,7 @@ def summarize_run(run_dir: str | os.PathLike | RunData) -> dict:
         "preset": started.get("preset"),
         "finished": fin is not None,
         "converged": None if fin is None else bool(fin.get("converged")),
+        "reason": None if fin is None else fin.get("reason"),
         "iterations": len(run.done),
         "last_iteration": max(iters) if iters else None,
         "labels": labels,
@@ -415,7 +426,7 @@ def chart_gamma(run: RunData) -> Chart | None:
             g, t = _gamma_value(sc.get("max_gamma")), _temperature(sc.get("temperature"))
             if g is None or t is None:
                 continue
-            n_inf += math.isinf(g)  # a blown-up MD: drawn at a ceiling above every finite value, not dropped
+            n_inf += g >= BLOWUP_GAMMA  # a blown-up MD: drawn at a ceiling above every real grade, not dropped
             name = temperature_label(t)
             temps[name] = t
             xs, ys = groups.setdefault(name, ([], []))
@@ -424,16 +435,16 @@ def chart_gamma(run: RunData) -> Chart | None:
         for g in rec.get("gammas") or []:
             g = _gamma_value(g)
             if g is not None:
-                n_inf += math.isinf(g)
+                n_inf += g >= BLOWUP_GAMMA
                 xs, ys = groups.setdefault("collected structures", ([], []))
                 xs.append(it)
                 ys.append(g)
     if not groups:
         return None
-    finite = [g for _, ys in groups.values() for g in ys if math.isfinite(g)]
+    finite = [g for _, ys in groups.values() for g in ys if g < BLOWUP_GAMMA]
     ceiling = 10.0 ** math.ceil(math.log10(max(finite + [gb]) * 2.0))
     for _, ys in groups.values():
-        ys[:] = [g if math.isfinite(g) else ceiling for g in ys]
+        ys[:] = [g if g < BLOWUP_GAMMA else ceiling for g in ys]
     colors = temperature_colors(temps.values())
     order = sorted(groups, key=lambda n: (n not in temps, temps.get(n, 0.0)))
     series = [Series(n, "box", *groups[n], color=colors.get(temps.get(n), "#555555")) for n in order]
@@ -443,7 +454,7 @@ def chart_gamma(run: RunData) -> Chart | None:
     if "collected structures" in groups:
         cap += " Grey: γ of every structure collected for selection."
     if n_inf:
-        cap += f" {n_inf} infinite γ (MD blew up) drawn at {ceiling:g}."
+        cap += f" {n_inf} MD runs blew up or crashed (γ infinite): drawn at {ceiling:g}."
     return Chart("gamma", "Extrapolation grade distribution per iteration", [panel], cap)
 
 
@@ -606,7 +617,7 @@ def chart_to_plotly(chart: Chart):
         if specs[0][col - 1]["secondary_y"]:
             yargs["secondary_y"] = False
             fig.update_yaxes(title_text=p.y2label or "", row=1, col=col, secondary_y=True, showgrid=False,
-                             rangemode="tozero")
+                             rangemode="tozero", tickmode="auto", nticks=8)
         fig.update_yaxes(**yargs)
         if p.categorical_x:
             fig.update_xaxes(type="category", row=1, col=col)
@@ -624,7 +635,7 @@ def chart_to_plotly(chart: Chart):
         height=chart.height,
         margin=dict(l=70, r=70, t=50 if n > 1 else 30, b=60),
         template="plotly_white",
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),  # clear of the mode bar
     )
     return fig
 
@@ -800,7 +811,9 @@ def render_page(title: str, meta: str, body_parts: list[str], charts: list[tuple
 
 def _summary_rows(s: dict, run: RunData) -> list[list[Any]]:
     if s["finished"]:
-        status = "converged: every scenario stable" if s["converged"] else "finished without converging"
+        status = "converged" if s["converged"] else "stopped without converging"
+        if s.get("reason"):
+            status += f": {s['reason']}"
     else:
         status = "running (or stopped before run_finished)"
     reached = (f"iteration {s['all_stable_iteration']} ({s['labels_to_all_stable']} labels)"

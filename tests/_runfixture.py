@@ -46,15 +46,17 @@ def write_run(
     log.emit("run_started", mode=mode, recipe="synthetic", preset="test",
              config={"gamma_break": 3.0, "max_iterations": n_iterations})
     setup = dict(SETUP_SECONDS) if mode == "direct" else {"pool": SETUP_SECONDS["pool"]}
-    log.emit("stage", iteration=None, stage="pool", seconds=setup["pool"])
+    (run_dir / "config.json").write_text('{"mode": "%s", "name": "synthetic"}' % mode)
+    # like alkit.driver: the one-off stages are logged under iteration 0
+    log.emit("stage", iteration=0, stage="pool", seconds=setup["pool"])
     log.emit("pool_built", n_structures=n_pool, n_scenarios=len(TEMPERATURES) * SCENARIOS_PER_T,
              seconds=setup["pool"])
     d = 4
     evr = np.array([0.4, 0.25, 0.15, 0.1])
     coverage = np.array([0.95, 0.9, 0.82, 0.7])
     if mode == "direct":
-        log.emit("stage", iteration=None, stage="encode", seconds=setup["encode"])
-        log.emit("stage", iteration=None, stage="direct", seconds=setup["direct"])
+        log.emit("stage", iteration=0, stage="encode", seconds=setup["encode"])
+        log.emit("stage", iteration=0, stage="direct", seconds=setup["direct"])
         log.emit("direct_fitted", n_pcs=d, explained_variance=evr, coverage=coverage, n_clusters=seed_labels, k=1)
         if with_pcs:
             pool = rng.normal(size=(n_pool, d)) * np.sqrt(evr) * 3
@@ -91,12 +93,15 @@ def write_run(
                 g = float(rng.uniform(1.01, 2.9)) if stable else float(rng.uniform(3.5, 40.0))
                 if not stable and j == SCENARIOS_PER_T - 1 and t == TEMPERATURES[-1] and it == 0:
                     g = float("inf")  # a blown-up MD: the log must cope with Infinity
+                if not stable and j == SCENARIOS_PER_T - 1 and t == TEMPERATURES[-1] and it == 1:
+                    g = 1e30  # what alkit.driver writes for a crashed MD
                 scenarios.append({"id": f"s{t}_{j}", "temperature": t, "stable": stable,
                                   "steps_done": 2000 if stable else int(rng.integers(50, 1900)),
                                   "steps_total": 2000, "max_gamma": g})
             by_t[str(t)] = k / SCENARIOS_PER_T
             n_stable += k
-        log.emit("explore", iteration=it, scenarios=scenarios, n_collected=sum(not s["stable"] for s in scenarios) * 4)
+        gammas = [float(x) for x in rng.uniform(3.0, 6.0, 4 * sum(not s["stable"] for s in scenarios))]
+        log.emit("explore", iteration=it, scenarios=scenarios, gammas=gammas, n_collected=len(gammas))
         sel_s = 0.0
         if n_stable < n_sc:
             log.emit("stage", iteration=it, stage="select", seconds=STAGE_SECONDS["select"])
@@ -119,5 +124,6 @@ def write_run(
     facts["labels"] = cum
     facts["converged"] = facts["all_stable_iteration"] is not None
     if finished:
-        log.emit("run_finished", converged=facts["converged"], iterations=last + 1, labels_cumulative=cum)
+        log.emit("run_finished", converged=facts["converged"], iterations=last + 1, labels_cumulative=cum,
+                 reason="all scenarios stable" if facts["converged"] else "max_iterations reached")
     return facts
