@@ -157,6 +157,7 @@ def _explore_worker(scenario: dict, mtp_path: str, als_path: str, species: list[
         seed=params["seed"],
         max_collect=params["max_collect"],
         scenario_id=scn.id,
+        pressure_gpa=scn.pressure_gpa,
     )
     return {
         "id": scn.id,
@@ -223,9 +224,9 @@ class ActiveLearningDriver:
         self.labeller = make_labeller(cfg.labeller, **cfg.labeller_kwargs)
         self.labeller.check()
         if cfg.needs_sampler:
-            from alkit.potentials import make_calculator
+            from alkit.potentials import check_potential
 
-            make_calculator(cfg.pool_potential, model_dir=cfg.model_dir)  # fails now, not after hours of work
+            check_potential(cfg.pool_potential, cfg.model_dir)  # fails now, not after hours of work
 
     def _open(self):
         from alkit.store import RunStore
@@ -345,7 +346,7 @@ class ActiveLearningDriver:
         with self._stage(0, "pool", wall):
             t0 = time.perf_counter()
             run_pool(scenarios, self.run_dir / "pool", potential=cfg.pool_potential, model_dir=cfg.model_dir,
-                     executor=self.executor, progress=True)
+                     executor=self.executor, progress=True, seed=cfg.seed)
             frames = load_pool(self.run_dir / "pool")
             if not frames:
                 raise ConfigError("the universal-potential MD produced no snapshots: check the pool scenarios")
