@@ -34,6 +34,8 @@ PCS_FILE = Path("direct") / "pcs.npz"
 DEFAULT_GAMMA_BREAK = 3.0
 #: Points of the pool drawn in the interactive PC plot (SVG stays responsive); the PNG draws them all.
 MAX_HTML_POOL_POINTS = 5000
+#: A box series with more values than this draws only its outliers, not every point.
+MAX_BOX_POINTS = 5000
 STAGE_ORDER = ("pool", "encode", "direct", "label", "fit", "explore", "select")
 #: Stages that run once before the loop (the driver logs them under iteration 0): drawn as their own "setup" bar.
 SETUP_STAGES = ("pool", "encode", "direct")
@@ -200,16 +202,6 @@ def _all_stable(run: RunData, it: int) -> bool:
     return bool(scen) and all(bool(s.get("stable")) for s in scen)
 
 
-def _gammas(rec: dict) -> list[float]:
-    """Finite, positive per-scenario max gammas of one ``explore`` record (infinite gammas are clipped later)."""
-    vals = []
-    for sc in rec.get("scenarios") or []:
-        g = sc.get("max_gamma")
-        if isinstance(g, (int, float)) and not isinstance(g, bool) and not math.isnan(g) and g > 0:
-            vals.append(float(g))
-    return vals
-
-
 def gamma_break(run: RunData) -> float:
     for key in ("gamma_break", "gamma_max", "gamma_threshold", "gamma_hi"):
         v = run.config.get(key)
@@ -345,6 +337,7 @@ class Series:
     opacity: float = 1.0
     legendgroup: str | None = None
     showlegend: bool = True
+    points: bool = True  # box: also draw every value (off for very large groups, to keep the page light)
 
 
 @dataclass
@@ -370,6 +363,7 @@ class Chart:
     panels: list[Panel]
     caption: str = ""
     height: int = 420
+    png_width: float | None = None  # inches; default from the number of panels
 
 
 def _hex(rgba) -> str:
@@ -382,12 +376,13 @@ def palette(n: int, cmap: str = "tab10") -> list[str]:
     cm = colormaps[cmap]
     if cmap in ("tab10", "tab20", "Set1", "Set2", "Dark2"):
         return [_hex(cm(i % cm.N)) for i in range(n)]
-    return [_hex(cm(0.1 + 0.8 * (i / max(n - 1, 1)))) for i in range(n)]
+    return [_hex(cm(0.08 + 0.84 * (i / max(n - 1, 1)))) for i in range(n)]
 
 
 def temperature_colors(temps: Iterable[float]) -> dict[float, str]:
+    """Cold blue to hot red (turbo: no pale middle colour that would vanish on white)."""
     temps = sorted(temps)
-    return dict(zip(temps, palette(len(temps), "coolwarm")))
+    return dict(zip(temps, palette(len(temps), "turbo")))
 
 
 # --- the dashboard's charts ------------------------------------------------------------------------------------
@@ -447,15 +442,20 @@ def chart_gamma(run: RunData) -> Chart | None:
         ys[:] = [g if g < BLOWUP_GAMMA else ceiling for g in ys]
     colors = temperature_colors(temps.values())
     order = sorted(groups, key=lambda n: (n not in temps, temps.get(n, 0.0)))
-    series = [Series(n, "box", *groups[n], color=colors.get(temps.get(n), "#555555")) for n in order]
+    series = [Series(n, "box", *groups[n], color=colors.get(temps.get(n), "#555555"),
+                     points=len(groups[n][1]) <= MAX_BOX_POINTS) for n in order]
     panel = Panel("", "AL iteration", "max extrapolation grade γ", series, ylog=True,
                   integer_x=True, hlines=[(gb, f"break γ = {gb:g}")])
     cap = "Box: quartiles of each scenario's maximum γ per temperature; points: every scenario. Log scale."
+    if any(not x.points for x in series):
+        cap += f" Groups of more than {MAX_BOX_POINTS} values show only their outliers."
     if "collected structures" in groups:
         cap += " Grey: γ of every structure collected for selection."
     if n_inf:
         cap += f" {n_inf} MD runs blew up or crashed (γ infinite): drawn at {ceiling:g}."
-    return Chart("gamma", "Extrapolation grade distribution per iteration", [panel], cap)
+    n_boxes = len(series) * len({x for s_ in series for x in s_.x})
+    return Chart("gamma", "Extrapolation grade distribution per iteration", [panel], cap,
+                 png_width=min(16.0, max(6.4, 0.3 * n_boxes)))
 
 
 def chart_labels(run: RunData) -> Chart | None:
@@ -603,7 +603,8 @@ def chart_to_plotly(chart: Chart):
             elif s.kind == "bar":
                 tr = go.Bar(x=s.x, y=s.y, marker_color=s.color, **common)
             elif s.kind == "box":
-                tr = go.Box(x=s.x, y=s.y, marker_color=s.color, boxpoints="all", jitter=0.4, pointpos=0,
+                tr = go.Box(x=s.x, y=s.y, marker_color=s.color, boxpoints="all" if s.points else "outliers",
+                            jitter=0.4, pointpos=0,
                             marker=dict(size=4, opacity=0.6), **common)
             else:
                 raise ValueError(f"unknown series kind {s.kind!r}")
@@ -633,9 +634,11 @@ def chart_to_plotly(chart: Chart):
         barmode=(modes.pop() if len(modes) == 1 else "group"),
         boxmode="group",
         height=chart.height,
-        margin=dict(l=70, r=70, t=50 if n > 1 else 30, b=60),
+        margin=dict(l=70, r=70, t=50 if n > 1 else 30, b=110 if n > 1 else 60),
         template="plotly_white",
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),  # clear of the mode bar
+        # above a single plot (left, clear of the mode bar); below a row of panels (clear of their titles)
+        legend=(dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0) if n == 1 else
+                dict(orientation="h", yanchor="top", y=-0.2, xanchor="center", x=0.5)),
     )
     return fig
 
@@ -652,7 +655,8 @@ def chart_to_png(chart: Chart, path: str | os.PathLike, dpi: int = 110) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     n = len(chart.panels)
-    fig = Figure(figsize=(max(6.4, 5.2 * n), 4.4 if chart.height < 500 else 5.6), layout="constrained")
+    width = chart.png_width or max(6.4, 5.2 * n)
+    fig = Figure(figsize=(width, 4.4 if chart.height < 500 else 5.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, n, squeeze=False)[0]
     fig.suptitle(chart.title, fontsize=12)
@@ -700,9 +704,10 @@ def chart_to_png(chart: Chart, path: str | os.PathLike, dpi: int = 110) -> Path:
                 for part in ("medians", "whiskers", "caps"):
                     for line in bp[part]:
                         line.set_color(s.color)
-                jit = np.random.default_rng(k).uniform(-w * 0.3, w * 0.3, len(s.x))
                 offs = {g: wh for g, wh in zip(groups, where)}
-                h = target.scatter([offs[x] + j for x, j in zip(s.x, jit)], s.y, s=10, c=s.color, alpha=0.7,
+                xs_pts, ys_pts = (s.x, s.y) if s.points else ([], [])
+                jit = np.random.default_rng(k).uniform(-w * 0.3, w * 0.3, len(xs_pts))
+                h = target.scatter([offs[x] + j for x, j in zip(xs_pts, jit)], ys_pts, s=10, c=s.color, alpha=0.7,
                                    label=s.name, linewidths=0)
             else:
                 raise ValueError(f"unknown series kind {s.kind!r}")
@@ -730,8 +735,9 @@ def chart_to_png(chart: Chart, path: str | os.PathLike, dpi: int = 110) -> Path:
             ax.set_title(p.title, fontsize=10)
         ax.grid(alpha=0.3)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 6),
-                   fontsize=9, frameon=False)
+        per_row = max(1, int(width / (0.9 + 0.075 * max(len(k) for k in handles))))
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncol=min(len(handles), per_row), fontsize=9, frameon=False)
     path = Path(path)
     _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     return path
@@ -761,16 +767,19 @@ h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin:1.6em 0 .2em;b
 .meta{color:#666;font-size:.9em} .caption{color:#555;font-size:.88em;margin:.2em 0 .4em}
 table.summary{border-collapse:collapse;margin:.8em 0;font-size:.95em}
 table.summary th,table.summary td{border:1px solid #ccc;padding:.3em .8em;text-align:left}
-table.summary th{background:#f3f3f3} td.num{text-align:right}
+table.summary th{background:#f3f3f3} table.summary td.num{text-align:right}
 .missing{background:#fff7e0;border:1px solid #f0d890;padding:.5em 1em;border-radius:4px;font-size:.92em}
 .png{font-size:.8em}
 """
 
 
-def html_table(header: list[str], rows: list[list[Any]], numeric: set[int] | None = None, cls: str = "summary") -> str:
+def html_table(header: list[str] | None, rows: list[list[Any]], numeric: set[int] | None = None,
+               cls: str = "summary") -> str:
     numeric = numeric or set()
-    out = [f'<table class="{cls}"><thead><tr>' + "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-           + "</tr></thead><tbody>"]
+    out = [f'<table class="{cls}">']
+    if header:
+        out.append("<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr></thead>")
+    out.append("<tbody>")
     for r in rows:
         out.append("<tr>" + "".join(
             f'<td{" class=num" if i in numeric else ""}>{html.escape(str(v))}</td>' for i, v in enumerate(r)) + "</tr>")
@@ -891,7 +900,7 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
             chart = chart_pcs(run, max_pool_points=MAX_HTML_POOL_POINTS)
         made.append((chart, f"{key}.png"))
     summary = summarize_run(run)
-    body = ["<h2>Summary</h2>", html_table(["", ""], _summary_rows(summary, run))]
+    body = ["<h2>Summary</h2>", html_table(None, _summary_rows(summary, run))]
     notes = _missing_notes(run, charts)
     if notes:
         body.append('<div class="missing"><b>Not shown yet</b><ul>'
