@@ -210,6 +210,21 @@ def test_local_encoder_shape_and_invariances(cells):
     np.testing.assert_allclose(X[0, -2:], [1 / 17, 16 / 17], atol=1e-6)  # composition H, Ti
 
 
+def test_fast_neighbour_search_matches_ase():
+    from ase.neighborlist import neighbor_list
+
+    from alkit.encode import _neighbors
+
+    a = bulk("Ti", "hcp", a=2.95, c=4.68) * (2, 1, 1)
+    a.set_cell(a.cell.array + [[0, 0, 0], [0.4, 0, 0], [0.3, -0.2, 0]], scale_atoms=True)  # triclinic
+    a.rattle(0.1, seed=4)
+    fast = sorted(zip(*(np.round(x, 6).tolist() for x in _neighbors(a, 5.0))))
+    ref = sorted(zip(*(np.round(x, 6).tolist() for x in neighbor_list("ijd", a, 5.0))))
+    assert len(fast) > 50 and fast == ref
+    mol = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])  # non-periodic: ASE path
+    assert len(_neighbors(mol, 2.0)[0]) == 6
+
+
 def test_local_encoder_learns_species_then_rejects_unknown_elements(cells):
     enc = LocalDescriptorEncoder()
     X = enc.transform(cells[:2])  # species learned from the first input
