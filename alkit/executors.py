@@ -11,6 +11,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import sys
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Iterator
 
@@ -47,10 +48,11 @@ class SerialExecutor(Executor):
 def init_worker(threads: int = 1) -> None:
     """Process-pool initialiser: limit torch/BLAS threads in the worker."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    from alkit._compat import set_torch_threads
+        os.environ[var] = str(threads)  # read by torch/BLAS when they are first imported
+    if "torch" in sys.modules:
+        from alkit._compat import set_torch_threads
 
-    set_torch_threads(threads)
+        set_torch_threads(threads)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
@@ -138,7 +139,6 @@ def run_scenario(
     from alkit.md import run_md
     from alkit.potentials import make_calculator
 
-    set_torch_threads(threads)
     if isinstance(scenario, dict):
         scenario = Scenario.from_dict(scenario)
     key = key or scenario_key(scenario, potential)
@@ -147,6 +147,8 @@ def run_scenario(
     paths["last_good"].unlink(missing_ok=True)
     t0 = time.perf_counter()
     calc = make_calculator(potential, model_dir)
+    if "torch" in sys.modules:
+        set_torch_threads(threads)
     t_md = time.perf_counter()
     info = {"scenario_id": scenario.id, "temperature": float(scenario.temperature),
             "ensemble": scenario.ensemble, "potential": potential}
