@@ -513,10 +513,14 @@ def chart_wall(run: RunData) -> Chart | None:
     stages += sorted({s for v in wall.values() for s in v} - set(stages))
     colors = dict(zip(stages, palette(len(stages))))
     xs = list(wall)
-    series = [Series(s, "bar", xs, [wall[x].get(s, 0.0) / 60.0 for x in xs], color=colors[s]) for s in stages]
-    panel = Panel("", "iteration", "wall time (min)", series, barmode="stack", categorical_x=True)
-    return Chart("wall", "Wall time per stage", [panel],
-                 "Stacked: minutes spent in each stage; \"setup\" is the pool, encoding and DIRECT before the loop.")
+    longest = max(sum(v.values()) for v in wall.values())
+    unit, scale = ("s", 1.0) if longest < 120 else ("min", 60.0) if longest < 3 * 3600 else ("h", 3600.0)
+    series = [Series(s, "bar", xs, [wall[x].get(s, 0.0) / scale for x in xs], color=colors[s]) for s in stages]
+    panel = Panel("", "iteration", f"wall time ({unit})", series, barmode="stack", categorical_x=True)
+    cap = "Stacked: time spent in each stage of each iteration."
+    if "setup" in wall:
+        cap += " \"setup\": the one-off pool, encoding and DIRECT stages."
+    return Chart("wall", "Wall time per stage", [panel], cap)
 
 
 def _subsample(a: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
