@@ -153,13 +153,15 @@ class FeatureCache:
 CACHE_CHUNK = 32  # structures per cache transaction / progress update (at least one forward batch)
 
 
-def _cached_transform(atoms_list: list[Atoms], identity: str, dim: int, cache_dir, compute: Callable,
-                      chunk_size: int, progress: bool, label: str) -> np.ndarray:
+def _cached_transform(atoms_list: list[Atoms], identity: Callable[[], str], dim: int, cache_dir,
+                      compute: Callable, chunk_size: int, progress: bool, label: str,
+                      validate: Callable | None = None) -> np.ndarray:
     """Encode ``atoms_list`` with ``compute(chunk, indices) -> (len(chunk), dim)``, skipping structures already in
-    the cache and encoding duplicates once. New vectors are stored chunk by chunk, each chunk one transaction, so a
-    kill loses at most the chunk in flight."""
+    the cache and encoding duplicates once. ``validate(atoms, indices)`` checks every structure still to encode
+    before any work starts (so bad input fails fast). New vectors are stored chunk by chunk, each chunk one
+    transaction, so a kill loses at most the chunk in flight."""
     keys = [structure_hash(a) for a in atoms_list]
-    cache = FeatureCache(cache_dir, identity, dim) if cache_dir is not None else None
+    cache = FeatureCache(cache_dir, identity(), dim) if cache_dir is not None else None
     known: dict[str, np.ndarray] = cache.get(keys) if cache is not None else {}
     todo: dict[str, int] = {}  # first position of each structure still to encode
     for i, k in enumerate(keys):
@@ -168,6 +170,8 @@ def _cached_transform(atoms_list: list[Atoms], identity: str, dim: int, cache_di
     if known:
         log.info("%s: %d of %d structures from cache %s", label, len(keys) - len(todo), len(keys), cache.path)
     todo_keys = list(todo)
+    if todo_keys and validate is not None:
+        validate([atoms_list[todo[k]] for k in todo_keys], [todo[k] for k in todo_keys])
     bar = None
     if progress and len(todo_keys) > chunk_size:
         from tqdm.auto import tqdm
@@ -265,15 +269,20 @@ class _MatglEncoder(BaseEstimator, TransformerMixin):
         if np.any(atoms.pbc) and not np.all(atoms.pbc):
             atoms = atoms.copy()
             atoms.pbc = True  # the cell is valid (checked): treat a slab's vacuum direction as periodic, as pymatgen does
-        allowed = set(self.converter_.element_types)
-        unknown = sorted(set(atoms.get_chemical_symbols()) - allowed)
-        if unknown:
-            raise InputError(f"structure {index} ({atoms.get_chemical_formula()}) has elements {unknown} that "
-                             f"{self.model_name} does not know")
         g, lat, state = self.converter_.get_graph(atoms)
         g.edata["pbc_offshift"] = torch.matmul(g.edata["pbc_offset"], lat[0])
         g.ndata["pos"] = g.ndata["frac_coords"] @ lat[0]
         return g, torch.as_tensor(np.asarray(state, dtype=np.float32))
+
+    def _validate(self, atoms_list: Sequence[Atoms], indices: Sequence[int]) -> None:
+        """Load the model if needed and check that it knows every element."""
+        self._ensure_fitted()
+        allowed = set(self.converter_.element_types)
+        for atoms, index in zip(atoms_list, indices):
+            unknown = sorted(set(atoms.get_chemical_symbols()) - allowed)
+            if unknown:
+                raise InputError(f"structure {index} ({atoms.get_chemical_formula()}) has elements {unknown} that "
+                                 f"{self.model_name} does not know")
 
     def _forward(self, atoms_list: Sequence[Atoms], indices: Sequence[int]):
         """One batched forward pass; returns (readout (B, d) float32, final output (B,) model units)."""
@@ -308,10 +317,11 @@ class _MatglEncoder(BaseEstimator, TransformerMixin):
         atoms_list = _as_atoms_list(structures)
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        identity = getattr(self, "identity_", None) or self._weights_identity()
 
-        def compute(batch, indices):  # the model is loaded only if something is missing from the cache
-            self._ensure_fitted()
+        def identity() -> str:  # hashing the weights does not need the model loaded
+            return getattr(self, "identity_", None) or self._weights_identity()
+
+        def compute(batch, indices):  # the model is loaded (by _validate) only if something is missing from the cache
             from alkit._compat import set_torch_threads
 
             set_torch_threads(self.n_threads)
@@ -319,7 +329,8 @@ class _MatglEncoder(BaseEstimator, TransformerMixin):
             return np.concatenate([self._forward(batch[s:s + b], indices[s:s + b])[0] for s in range(0, len(batch), b)])
 
         return _cached_transform(atoms_list, identity, self._dim, self.cache_dir, compute,
-                                 max(int(self.batch_size), CACHE_CHUNK), self.progress, self.model_name)
+                                 max(int(self.batch_size), CACHE_CHUNK), self.progress, self.model_name,
+                                 validate=self._validate)
 
     def fit_transform(self, X, y=None, **fit_params):
         return self.fit(X, y).transform(X)
@@ -327,7 +338,7 @@ class _MatglEncoder(BaseEstimator, TransformerMixin):
     def predict(self, structures) -> np.ndarray:
         """The model's own prediction (e.g. formation energy in eV/atom), float64 ``(N,)``; not cached."""
         atoms_list = _as_atoms_list(structures)
-        self._ensure_fitted()
+        self._validate(atoms_list, range(len(atoms_list)))
         from alkit._compat import set_torch_threads
 
         set_torch_threads(self.n_threads)
@@ -512,13 +523,17 @@ class LocalDescriptorEncoder(BaseEstimator, TransformerMixin):
         names += [f"x_{s}" for s in self.species_]
         return np.array(names, dtype=object)
 
+    def _validate(self, atoms_list: Sequence[Atoms], indices: Sequence[int]) -> None:
+        known = set(self.species_)
+        for atoms, index in zip(atoms_list, indices):
+            unknown = sorted(set(atoms.get_chemical_symbols()) - known)
+            if unknown:
+                raise InputError(f"structure {index} ({atoms.get_chemical_formula()}) has elements {unknown} not "
+                                 f"in the encoder's species list {list(self.species_)}")
+
     def _one(self, atoms: Atoms, index: int) -> np.ndarray:
         sp_index = {s: i for i, s in enumerate(self.species_)}
         symbols = atoms.get_chemical_symbols()
-        unknown = sorted(set(symbols) - set(sp_index))
-        if unknown:
-            raise InputError(f"structure {index} ({atoms.get_chemical_formula()}) has elements {unknown} not in "
-                             f"the encoder's species list {list(self.species_)}")
         S, K, n = len(self.species_), int(self.n_radial), len(atoms)
         types = np.array([sp_index[s] for s in symbols], dtype=np.int64)
         i, j, d = _neighbors(atoms, float(self.cutoff))
@@ -542,9 +557,9 @@ class LocalDescriptorEncoder(BaseEstimator, TransformerMixin):
         atoms_list = _as_atoms_list(structures)
         if not hasattr(self, "species_"):
             self.fit(atoms_list if self.species is None else None)
-        return _cached_transform(atoms_list, self.identity_, self.n_features_out_, self.cache_dir,
+        return _cached_transform(atoms_list, lambda: self.identity_, self.n_features_out_, self.cache_dir,
                                  lambda batch, indices: np.stack([self._one(a, i) for a, i in zip(batch, indices)]),
-                                 int(self.batch_size), self.progress, "local")
+                                 int(self.batch_size), self.progress, "local", validate=self._validate)
 
     def fit_transform(self, X, y=None, **fit_params):
         return self.fit(X, y).transform(X)
