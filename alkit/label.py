@@ -24,6 +24,7 @@ import importlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import (
@@ -721,12 +722,10 @@ def _worker_labeller(labeller: Labeller) -> Labeller:
 def _label_task(labeller: Labeller, atoms: Atoms, timeout: float | None, parent_pid: int) -> LabelResult:
     """The unit of work sent to an executor."""
     if os.getpid() != parent_pid:
-        try:
+        if "torch" in sys.modules:  # a worker that joined without alkit's initialiser; torch reads OMP_NUM_THREADS
             from alkit._compat import set_torch_threads
 
             set_torch_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
-        except Exception:  # noqa: BLE001 - thread limits are an optimisation only
-            pass
         labeller = _worker_labeller(labeller)
     return _label_guarded(labeller, atoms, timeout)
 
