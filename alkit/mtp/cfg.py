@@ -176,7 +176,9 @@ def _parse_block(block: list[str], numbers_of_type: list[int] | None) -> Atoms:
         results["MV_grade"] = float(info.pop("MV_grade"))
     atoms.info.update(info)
     if results:
+        grades = {k: results.pop(k) for k in ("nbh_grades", "MV_grade") if k in results}
         atoms.calc = SinglePointCalculator(atoms, **results)
+        atoms.calc.results.update(grades)  # not ASE properties; kept as MLIP-2/motep do
     return atoms
 
 

@@ -60,7 +60,12 @@ def load_mtp(path: str | os.PathLike):
         data = read_mtp(path)
     except Exception as exc:  # motep raises ValueError/KeyError/StopIteration/... on broken files
         raise ConfigError(f"MTP file {path} is corrupt: {type(exc).__name__}: {exc}") from None
-    _validate_mtp(data, path)
+    try:
+        _validate_mtp(data, path)
+    except (TypeError, ValueError, IndexError, AttributeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"MTP file {path} is corrupt: {type(exc).__name__}: {exc}") from None
     return data
 
 
@@ -70,6 +75,10 @@ def _validate_mtp(data, path: Path) -> None:
 
     if type(data).__name__ != "MTPData":
         bad("magnetic MTPs are not supported")
+    for key in ("species_count", "radial_funcs_count", "alpha_moments_count", "alpha_index_basic_count",
+                "alpha_index_times_count", "alpha_scalar_moments"):
+        if not isinstance(getattr(data, key), (int, np.integer)):
+            bad(f"{key} = {getattr(data, key)!r} is not an integer")
     if data.species_count < 1:
         bad("species_count is missing or < 1")
     rb = data.radial_basis
