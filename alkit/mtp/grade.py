@@ -7,10 +7,11 @@ training configuration (configuration mode) or each atomic neighbourhood (neighb
 is ``gamma = max_j |(b A^-1)_j|``: gamma <= 1 means interpolation, gamma > 1 extrapolation. In neighbourhood mode a
 configuration's gamma is the maximum over its atoms.
 
-alkit builds on motep (``motep.grade``): the rows come from motep's engine (``jac_energy`` / ``jac_energies``, the
-same calls motep's ``Grader`` makes) and, when the training rows have full rank, the active set is chosen by the same
-algorithm as motep's default ``MaxVol`` (QR-pivoting start, then row swaps until max |c| <= 1 + tol), so gammas agree
-with ``motep.grade.Grader`` to round-off (tested).
+alkit builds on motep (``motep.grade``): the rows are motep's (the per-atom basis values and radial-coefficient
+derivatives its engine computes, the same rows motep's ``Grader`` takes from ``jac_energies``/``jac_energy``) and,
+when the training rows have full rank, the active set is chosen by the same algorithm as motep's default ``MaxVol``
+(QR-pivoting start, then row swaps until max |c| <= 1 + tol), so gammas agree with ``motep.grade.Grader`` to
+round-off (tested, ``parameters="linear"``, both modes).
 
 Where alkit's own MaxVol differs from motep's, and why:
 
@@ -18,18 +19,27 @@ Where alkit's own MaxVol differs from motep's, and why:
    grade in other processes (MD workers, the CLI), so :class:`ActiveSet` stores the active-set matrix ``A``, where
    each row came from, and a SHA-256 of the ``.mtp`` file it belongs to in one file next to the potential (the role
    of MLIP-2's ``state.als``), and refuses to load against a different potential.
-2. Rank-deficient training rows (fewer configurations than parameters in configuration mode, or dependent rows such
-   as a radial basis seen at only one distance, or a species pair never seen within the cutoff). motep's ``MaxVol``
-   refuses ``nrows < ncols`` and, for a singular submatrix, grades with a minimum-norm ``lstsq`` that silently drops
-   every component of a new configuration outside the span of the training set, i.e. it *under*-estimates gamma
-   exactly where the potential extrapolates. alkit then uses MLIP-2's regularised start instead: ``A = eps * I``
-   (MLIP-2's ``threshold_init``, 1e-5), and training rows are swapped in greedily (Sherman-Morrison updates) until no
-   training row has |c| > 1 + tol. Training configurations still grade <= 1 + tol; a new configuration with a
-   component in a direction the training set never spanned grades ~ |component| / eps >> 1.
+2. Rank-deficient training rows. With all coefficients (motep's default and MLIP-2's), the rows are *always* rank
+   deficient: the MTP parametrisation has exact symmetries (scaling the radial coefficients of one radial function
+   and inversely the moment coefficients leaves every energy unchanged, and the sums of radial basis functions that
+   make up a moment also appear in other moments), so a few directions of parameter space change no energy at all
+   (3 for a level-6 Ti MTP, 7 for level-6 Ti-H on our test data). Fewer configurations than parameters
+   (configuration mode in early iterations) and species pairs never seen within the cutoff add more. motep's
+   ``MaxVol`` refuses ``nrows < ncols`` and otherwise picks a singular submatrix and grades with a minimum-norm
+   ``lstsq``, which (a) makes the "maximum volume" choice meaningless (every candidate volume is 0) and (b) silently
+   drops any component of a new configuration outside the span of the training set, i.e. it under-estimates gamma
+   where the potential extrapolates. alkit then uses MLIP-2's regularised start instead: ``A = eps * I`` (MLIP-2's
+   ``threshold_init``, 1e-5) and training rows are swapped in greedily (Sherman-Morrison updates) until no training
+   row has |c| > 1 + tol. The real rows end up spanning the training rows' span, so the exact symmetry directions
+   (where every configuration's row has a zero component) do not affect gamma; training configurations grade
+   <= 1 + tol; a new configuration with a component in a direction the training set never spanned grades
+   ~ |component| / eps >> 1.
 3. Grading uses a precomputed inverse of ``A`` (``inv``, falling back to ``pinv`` if ``A`` is singular) instead of a
    ``lstsq`` solve per call, because MD grades every step.
-4. The engine keeps its neighbour list between calls (motep's train mode rebuilds it for every structure), which
-   makes on-the-fly grading in MD 2-3x cheaper.
+4. The engine keeps its neighbour list between calls (motep's train mode rebuilds it for every structure, and its
+   run mode crashes when the number of atoms changes), which makes on-the-fly grading in MD 2-3x cheaper.
+5. Configuration mode divides the energy row by the number of atoms (MLIP-2's default "vibrations" weighting) so
+   that structures of different sizes are comparable; ``energy_per_atom=False`` gives motep's plain energy row.
 
 MLIP-2 keeps one active set for all species (``MaxvolSelection`` holds a single ``MaxVol``; the species columns of
 ``b`` separate the types), and so does alkit; per-species active sets are an MLIP-3 feature.
@@ -64,6 +74,9 @@ _MODE_ALIASES = {
 }
 #: MLIP-2's ``threshold_init``: the regularised start of the active set is ``eps * I``.
 DEFAULT_EPS = 1.0e-5
+#: Parameter sets the rows are derivatives with respect to: all coefficients (MLIP-2, motep's default) or only the
+#: linear ones (moment and species coefficients).
+PARAMETER_SETS = ("all", "linear")
 #: Submatrices whose column-scaled condition number exceeds 1/RANK_RCOND are treated as rank deficient.
 RANK_RCOND = 1.0e-10
 
@@ -137,10 +150,10 @@ def _grading_engine_class():
     from motep.potentials.mtp.cext.engine import CExtMTPEngine
 
     class GradingEngine(CExtMTPEngine):
-        """motep's C engine in ``train`` mode (it fills the per-atom basis values and their derivatives with
-        respect to the radial coefficients that grading needs) but with the persistent, skin-buffered neighbour
-        list of ``run`` mode: motep's train mode computes interatomic vectors once and then freezes them, which
-        would be wrong for a trajectory (and slow if the engine were rebuilt every step)."""
+        """motep's C engine with a persistent, skin-buffered neighbour list that is rebuilt when the number of
+        atoms changes. In ``train`` mode (it fills the per-atom basis values and their derivatives with respect to
+        the radial coefficients that grading needs) motep computes interatomic vectors once and then freezes them,
+        which would be wrong for a trajectory; in ``run`` mode motep's list crashes on Atoms of another size."""
 
         def update_neighbor_list(self, atoms: Atoms) -> bool:
             if self.neighbor_list is None or len(self.neighbor_list.cutoffs) != len(atoms):
@@ -154,9 +167,20 @@ def _grading_engine_class():
     return GradingEngine
 
 
-def make_grading_engine(mtp_data):
-    """A motep engine that returns energies/forces/stress and the basis rows needed for gamma, in one pass."""
-    return _grading_engine_class()(mtp_data, mode="train")
+def make_grading_engine(mtp_data, parameters: str = "all"):
+    """A motep engine that returns energies/forces/stress and the basis values needed for gamma, in one pass.
+
+    ``parameters="all"`` needs the radial-coefficient derivatives (motep's ``train`` mode, with alkit's persistent
+    neighbour list); ``"linear"`` only the per-atom basis values, which motep's ``run`` mode fills anyway.
+    """
+    mode = "run" if normalize_parameters(parameters) == "linear" else "train"
+    return _grading_engine_class()(mtp_data, mode=mode)
+
+
+def normalize_parameters(parameters: str) -> str:
+    if parameters not in PARAMETER_SETS:
+        raise InputError(f"parameters must be one of {PARAMETER_SETS}, got {parameters!r}")
+    return parameters
 
 
 def check_atoms(atoms: Atoms, species: Sequence[int], min_dist: float, name: str = "structure") -> None:
@@ -182,18 +206,32 @@ def check_atoms(atoms: Atoms, species: Sequence[int], min_dist: float, name: str
         )
 
 
-def basis_rows(engine, atoms: Atoms, mode: str, results: dict | None = None) -> np.ndarray:
-    """Rows ``dE/dtheta`` for ``atoms``: shape (natoms, p) in neighbourhood mode, (1, p) in configuration mode.
+def basis_rows(engine, atoms: Atoms, mode: str, results: dict | None = None, per_atom: bool = True,
+               parameters: str = "all") -> np.ndarray:
+    """Rows ``dE/dtheta`` for ``atoms``: shape (natoms, p) in neighbourhood mode (derivatives of the site energies),
+    (1, p) in configuration mode (of the total energy, divided by the number of atoms if ``per_atom``: MLIP-2's
+    default "vibrations" weighting).
 
-    ``engine`` is a :func:`make_grading_engine`; if ``results`` is given, the engine's energy/forces/stress results
-    are copied into it (so MD gets forces and gamma from a single evaluation).
+    Columns in motep's order: moment coefficients, species coefficients, then (``parameters="all"``) the radial
+    coefficients, i.e. the same rows motep's ``Grader`` builds from ``jac_energies``/``jac_energy``.
+    ``engine`` comes from :func:`make_grading_engine`; if ``results`` is given, the engine's energy/forces/stress
+    are copied into it (MD gets forces and gamma from a single evaluation).
     """
     res = engine.calculate(atoms)
     if results is not None:
         results.update({k: np.array(v, copy=True) for k, v in res.items()})
+    mbd = engine.mbd
+    n = len(atoms)
+    sp = np.asarray(engine.mtp_data.species)
+    onehot = (atoms.numbers[None, :] == sp[:, None]).astype(float)  # (n_species, natoms)
+    blocks = [mbd.vatoms, onehot]
+    if parameters == "all":
+        blocks.append(mbd.dvdcs.reshape(-1, n))
+    per_site = np.vstack(blocks)  # (p, natoms)
     if mode == NEIGHBORHOOD:
-        return np.ascontiguousarray(engine.jac_energies(atoms).parameters.T)
-    return np.asarray(engine.jac_energy(atoms).parameters, dtype=float)[None, :]
+        return np.ascontiguousarray(per_site.T)
+    row = per_site.sum(axis=1)[None, :]
+    return row / n if per_atom else row
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -321,6 +359,8 @@ class ActiveSet:
     mtp_sha256: str
     eps: float = DEFAULT_EPS
     tol: float = 1e-9
+    energy_per_atom: bool = True
+    parameters: str = "all"
     algorithm: str = ""
     n_train: int = 0
     n_rows: int = 0
@@ -340,8 +380,14 @@ class ActiveSet:
         max_iter: int = 100_000,
         tol: float = 1e-9,
         eps: float = DEFAULT_EPS,
+        energy_per_atom: bool = True,
+        parameters: str = "all",
     ) -> "ActiveSet":
         """Select the MaxVol active set from the training structures ``train``.
+
+        Configuration mode grades the energy row divided by the number of atoms (``energy_per_atom``, MLIP-2's
+        default weighting, so that structures of different sizes are comparable); motep's ``Grader`` uses the
+        plain energy row (``energy_per_atom=False``). Neighbourhood mode is unaffected.
 
         Full-rank rows: motep's MaxVol (QR start + swaps). Rank-deficient rows (e.g. fewer configurations than
         parameters in configuration mode): MLIP-2's regularised start ``eps * I``.
@@ -360,11 +406,13 @@ class ActiveSet:
             mtp_sha256="",
             eps=float(eps),
             tol=float(tol),
+            energy_per_atom=bool(energy_per_atom),
+            parameters=normalize_parameters(parameters),
         )
         data = self.mtp_data  # validates the file
         self.mtp_sha256 = file_sha256(mtp_path)
         B, owners = self.rows_of(train, check=True)
-        p = int(data.number_of_parameters_optimized)
+        p = self.n_parameters
         state = maxvol_qr(B, tol=tol, max_iter=max_iter)
         if state is None:
             log.info(
@@ -397,13 +445,17 @@ class ActiveSet:
 
     @property
     def n_parameters(self) -> int:
-        return int(self.mtp_data.number_of_parameters_optimized)
+        d = self.mtp_data
+        n = int(d.alpha_scalar_moments) + int(d.species_count)
+        if self.parameters == "all":
+            n += int(np.size(d.radial_coeffs))
+        return n
 
     @property
     def engine(self):
         """The (persistent) grading engine; its neighbour list is reused between calls."""
         if self._engine is None:
-            self._engine = make_grading_engine(self.mtp_data)
+            self._engine = make_grading_engine(self.mtp_data, self.parameters)
         return self._engine
 
     @property
@@ -418,7 +470,7 @@ class ActiveSet:
         for k, atoms in enumerate(structures):
             if check:
                 check_atoms(atoms, self.species, self.min_dist, name=f"structure {k}")
-            rows = basis_rows(self.engine, atoms, self.mode)
+            rows = basis_rows(self.engine, atoms, self.mode, per_atom=self.energy_per_atom, parameters=self.parameters)
             blocks.append(rows)
             if self.mode == NEIGHBORHOOD:
                 owners.append(np.column_stack([np.full(len(rows), k), np.arange(len(rows))]))
@@ -429,6 +481,11 @@ class ActiveSet:
         return np.vstack(blocks), np.vstack(owners).astype(int)
 
     # ---- grading ----------------------------------------------------------------------------------------
+    def rows(self, atoms: Atoms, results: dict | None = None) -> np.ndarray:
+        """Basis rows of one structure (no checks); ``results`` receives energy/forces/stress if given."""
+        return basis_rows(self.engine, atoms, self.mode, results=results, per_atom=self.energy_per_atom,
+                          parameters=self.parameters)
+
     def gamma_of_rows(self, rows: np.ndarray) -> np.ndarray:
         """max_j |(b A^-1)_j| for each row b."""
         return np.abs(rows @ self.inverse).max(axis=1)
@@ -438,7 +495,7 @@ class ActiveSet:
         the configuration's gamma)."""
         if check:
             check_atoms(atoms, self.species, self.min_dist)
-        g = self.gamma_of_rows(basis_rows(self.engine, atoms, self.mode))
+        g = self.gamma_of_rows(self.rows(atoms))
         if self.mode == NEIGHBORHOOD:
             return float(g.max()), g
         return float(g[0]), np.full(len(atoms), float(g[0]))
@@ -471,6 +528,8 @@ class ActiveSet:
             mtp_relpath=np.array(rel),
             eps=np.array(self.eps),
             tol=np.array(self.tol),
+            energy_per_atom=np.array(self.energy_per_atom),
+            parameters=np.array(self.parameters),
             algorithm=np.array(self.algorithm),
             n_train=np.array(self.n_train),
             n_rows=np.array(self.n_rows),
@@ -515,6 +574,8 @@ class ActiveSet:
             mtp_sha256=sha,
             eps=float(d["eps"]),
             tol=float(d["tol"]),
+            energy_per_atom=bool(d["energy_per_atom"]),
+            parameters=str(d["parameters"]),
             algorithm=str(d["algorithm"]),
             n_train=int(d["n_train"]),
             n_rows=int(d["n_rows"]),
@@ -537,30 +598,37 @@ def select_add(
     max_add: int,
     threshold: float = 1.0,
     max_iter: int = 100_000,
+    train: Sequence[Atoms] | None = None,
 ) -> list[int]:
     """MLIP-2 ``select-add``: indices of the candidates that most enlarge the active-set volume, at most ``max_add``.
 
-    Greedy MaxVol: starting from the active set of the training set, repeatedly swap in the candidate row with the
-    largest |c| = |b A^-1| (each swap multiplies |det A| by |c|) while it exceeds ``threshold``; once ``max_add``
-    candidates hold rows of the active set, only rows of those candidates may still enter. The candidates that hold
-    rows at the end are returned, in the order they first entered. ``active_set`` is not modified.
+    Greedy MaxVol: starting from the active set of the training set, repeatedly swap in the row with the largest
+    |c| = |b A^-1| (each swap multiplies |det A| by |c|) while it exceeds ``threshold``; once ``max_add`` candidates
+    hold rows of the active set, only rows of those candidates (and training rows) may still enter. The candidates
+    that hold rows at the end are returned, in the order they first entered. With ``train`` (MLIP-2's select-add
+    also reads the training set) training rows compete too, so a candidate that merely duplicates training data is
+    never chosen. ``active_set`` is not modified.
     """
     candidates = list(candidates)
     if max_add <= 0 or not candidates:
         return []
     C, owners = active_set.rows_of(candidates, check=True)
     owner = owners[:, 0]
+    if train:
+        T, _ = active_set.rows_of(list(train), check=True)
+        C = np.vstack([T, C])  # training rows first: ties go to training data
+        owner = np.concatenate([np.full(len(T), -1), owner])
     p = active_set.matrix.shape[0]
     c = C @ active_set.inverse
     row_owner = np.full(p, -1, dtype=int)  # candidate owning each active-set row (-1: training/regulariser)
-    row_src = np.full(p, -1, dtype=int)  # candidate row index in C
+    row_src = np.full(p, -1, dtype=int)  # pool row index in C
     first_entry: dict[int, int] = {}
     limit = max(float(threshold), 1.0 + active_set.tol)
     for it in range(max_iter):
         current = set(row_owner[row_owner >= 0].tolist())
         absc = np.abs(c)
         if len(current) >= max_add:
-            allowed = np.isin(owner, list(current))
+            allowed = (owner < 0) | np.isin(owner, list(current))
             absc[~allowed] = 0.0
         absc[row_src[row_src >= 0]] = 0.0  # rows already in the active set
         i, j = np.divmod(int(np.argmax(absc)), p)
@@ -568,7 +636,8 @@ def select_add(
             break
         _rank_update(c, i, j)
         row_owner[j], row_src[j] = owner[i], i
-        first_entry.setdefault(int(owner[i]), it)
+        if owner[i] >= 0:
+            first_entry.setdefault(int(owner[i]), it)
     final = set(row_owner[row_owner >= 0].tolist())
     chosen = sorted(final, key=lambda k: first_entry[k])
     log.info("select-add: %d of %d candidates enlarge the active set", len(chosen), len(candidates))

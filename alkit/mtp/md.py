@@ -30,9 +30,9 @@ from alkit.errors import ConfigError, InputError
 from alkit.mtp.grade import (
     NEIGHBORHOOD,
     ActiveSet,
-    basis_rows,
     check_atoms,
     file_sha256,
+    make_grading_engine,
     normalize_species,
 )
 
@@ -84,9 +84,7 @@ class GradingMTPCalculator(Calculator):
 
     def _engine_run(self):
         if self._run_engine is None:
-            from motep.calculator import make_mtp_engine
-
-            self._run_engine = make_mtp_engine("cext")(self.active_set.mtp_data, mode="run")
+            self._run_engine = make_grading_engine(self.active_set.mtp_data, "linear")  # motep run mode
         return self._run_engine
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
@@ -99,7 +97,7 @@ class GradingMTPCalculator(Calculator):
         aset = self.active_set
         if self.grade_next:
             res: dict = {}
-            rows = basis_rows(aset.engine, a, aset.mode, results=res)
+            rows = aset.rows(a, results=res)
             g = aset.gamma_of_rows(rows)
             if aset.mode == NEIGHBORHOOD:
                 gamma, gammas = float(g.max()), g
@@ -254,8 +252,8 @@ def run_mtp_md(
     stable = reason == "completed"
     res = ExploreResult(scenario_id, stable, steps_done, steps, monitor.max_gamma, monitor.collected, reason,
                         time.perf_counter() - t0, engine, monitor.graded)
-    log.info("MTP MD %s (%s, %s engine): %s after %d/%d steps, max gamma %.3g, %d collected, %.1f s",
-             scenario_id or "", ensemble, engine, reason, steps_done, steps, res.max_gamma, len(res.collected),
+    log.info("MTP MD%s (%s, %s engine): %s after %d/%d steps, max gamma %.3g, %d collected, %.1f s",
+             f" {scenario_id}" if scenario_id else "", ensemble, engine, reason, steps_done, steps, res.max_gamma, len(res.collected),
              res.seconds)
     return res
 
