@@ -212,6 +212,57 @@ def test_partial_run_rebuilds_while_running(tmp_path, browser):
     assert "pcs.npz not written yet" not in index.read_text()
 
 
+def test_rebuild_during_concurrent_writes(tmp_path):
+    """A writer thread appends the log in torn pieces while the report is rebuilt again and again. At each torn
+    ``iteration_done`` line the writer waits for one rebuild, so what that rebuild must show is known."""
+    import threading
+    import time
+
+    src = tmp_path / "src"
+    write_run(src, n_iterations=4, all_stable_at=None, with_pcs=False)
+    lines = (src / "events.jsonl").read_text().splitlines(keepends=True)
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "config.json").write_text((src / "config.json").read_text())
+    paused, resume, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def writer():
+        try:
+            with open(live / "events.jsonl", "a", encoding="utf-8") as fh:
+                for ln in lines:
+                    fh.write(ln[: len(ln) // 2])
+                    fh.flush()
+                    if '"iteration_done"' in ln:
+                        paused.set()
+                        assert resume.wait(60)
+                        resume.clear()
+                    time.sleep(0.005)
+                    fh.write(ln[len(ln) // 2:])
+                    fh.flush()
+        finally:
+            finished.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    at_pauses = []
+    try:
+        build_report(live)  # free-running, while the writer is appending
+        while not finished.is_set():
+            if not paused.wait(0.05):
+                continue
+            if len(at_pauses) in (0, 2):
+                index = build_report(live)
+                assert "running" in index.read_text()
+            at_pauses.append(summarize_run(live)["iterations"])
+            paused.clear()
+            resume.set()
+    finally:
+        resume.set()
+        t.join()
+    assert at_pauses == [0, 1, 2, 3]  # each torn iteration_done line is skipped, the lines before it are read
+    assert summarize_run(live)["iterations"] == 4
+
+
 def test_half_written_pcs_file_is_reported_not_fatal(runs, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(runs["direct"], run, ignore=shutil.ignore_patterns("report"))
