@@ -536,14 +536,16 @@ class ActiveLearningDriver:
         for scn in cfg.scenarios:
             cand.extend(self.store.get_state(f"explore:{it}:{scn.id}").get("candidate_ids", []))
         # a structure met before (labelled or queued) is not a new candidate
-        cand = [c for c in dict.fromkeys(cand) if self.store.status(c) == "new"]
+        new = set(self.store.ids(status="new", source="al"))
+        cand = [c for c in dict.fromkeys(cand) if c in new]
         chosen: list[int] = []
         if cand:
             with self._stage(it, "select", wall):
                 structures = self.store.atoms(cand)
                 if cfg.reselection == "direct":
                     X = np.asarray(self._encoder().transform(structures), dtype=np.float32)
-                    self.store.set_features(cand, X)
+                    # add_structures fills in the features of structures already stored (same hash)
+                    self.store.add_structures(structures, source="al", iteration=it, features=X)
                     idx = self._sampler().select(X, budget=cfg.al_budget)
                 else:
                     from alkit.mtp.grade import ActiveSet, select_add
