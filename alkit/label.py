@@ -161,6 +161,9 @@ class CalculatorLabellerBase:
     def check(self) -> None:  # pragma: no cover - overridden where something can be missing
         return None
 
+    def setup(self) -> None:
+        """One-off work (imports, loading a model) done before the first structure and outside its timeout."""
+
     def calculator(self, atoms: Atoms):
         raise NotImplementedError
 
@@ -243,6 +246,9 @@ class CalculatorLabeller(CalculatorLabellerBase):
     def check(self) -> None:
         _import_object(self.spec)
 
+    def setup(self) -> None:
+        _import_object(self.spec)
+
     def calculator(self, atoms: Atoms):
         if self.reuse and self._calc is not None:
             return self._calc
@@ -276,7 +282,10 @@ class CHGNetLabeller(CalculatorLabellerBase):
         except ImportError as exc:
             raise ConfigError(f"the CHGNet labeller needs the chgnet package: {exc}") from exc
 
-    def calculator(self, atoms: Atoms):
+    def setup(self) -> None:
+        self.calculator(None)
+
+    def calculator(self, atoms: Atoms | None):
         if self._calc is None:
             from chgnet.model import CHGNet
             from chgnet.model.dynamics import CHGNetCalculator
@@ -408,6 +417,9 @@ class GPAWLabeller(CalculatorLabellerBase):
                 f"no GPAW {self.xc} PAW setups found in {paths}: install Debian's gpaw-data or the gpaw-data wheel, "
                 "or set GPAW_SETUP_PATH"
             )
+
+    def setup(self) -> None:
+        import gpaw  # noqa: F401 - imports take seconds; not part of a structure's time limit
 
     def calculator(self, atoms: Atoms):
         import gpaw
@@ -690,6 +702,10 @@ def _label_guarded(labeller: Labeller, atoms: Atoms, timeout: float | None) -> L
     """``labeller.label`` under a deadline; anything unexpected becomes a failed result."""
     t0 = time.perf_counter()
     try:
+        setup = getattr(labeller, "setup", None)
+        if setup is not None:
+            setup()
+        t0 = time.perf_counter()
         with _deadline(timeout):
             result = labeller.label(atoms)
     except LabelTimeout:
@@ -746,7 +762,7 @@ def label_many(
     With ``executor=None`` they are labelled one by one in this process; otherwise each structure is a task on the
     executor (process pool, Dask, ...). ``on_result(i, result)`` is called in this thread as each one finishes,
     so the caller can store it at once. ``timeout`` (seconds per structure) marks a structure failed when its time is
-    up. A failed calculation, a timeout or a dead worker marks only that structure failed: if a
+    up (one-off set-up such as loading a model is not counted). A failed calculation, a timeout or a dead worker marks only that structure failed: if a
     ``ProcessPoolExecutor`` breaks (a worker killed by a segfault or the OOM killer), the structures that were in
     flight are retried one at a time on a replacement pool, so that only the one that kills its worker is failed.
     """
