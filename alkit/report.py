@@ -120,6 +120,31 @@ def _load_pcs(path: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
     return arrays, None
 
 
+def store_counts(run_dir: str | os.PathLike) -> dict[str, int] | None:
+    """Structures per status in ``run_dir/store.sqlite`` (read-only; None when absent, locked or of another schema).
+
+    Optional extra: every figure comes from the event log alone.
+    """
+    import sqlite3
+
+    f = Path(run_dir) / "store.sqlite"
+    if not f.is_file():
+        return None
+    try:
+        # A store no writer has open has no -wal file: read it as immutable so that even SQLite's -shm/-wal files
+        # are not created in the run directory. With a writer active, a plain read-only connection shares its WAL.
+        live = Path(f"{f}-wal").exists()
+        con = sqlite3.connect(f"{f.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}", uri=True, timeout=2.0)
+        try:
+            rows = con.execute("SELECT status, COUNT(*) FROM structures GROUP BY status").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        log.debug("store counts unavailable for %s: %s", f, exc)
+        return None
+    return {str(k): int(v) for k, v in rows}
+
+
 def load_run(run_dir: str | os.PathLike) -> RunData:
     """Read a run directory (read-only). Raises :class:`InputError` when it is not a run directory."""
     path = _check_run_dir(run_dir)
@@ -845,6 +870,9 @@ def _summary_rows(s: dict, run: RunData) -> list[list[Any]]:
     ]
     if run.pool:
         rows.insert(8, ["pool structures", run.pool.get("n_structures", "-")])
+    counts = store_counts(run.path)
+    if counts:
+        rows.append(["store.sqlite structures", ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))])
     return rows
 
 

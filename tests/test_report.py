@@ -263,6 +263,29 @@ def test_rebuild_during_concurrent_writes(tmp_path):
     assert summarize_run(live)["iterations"] == 4
 
 
+def test_store_counts_read_only(tmp_path):
+    """The optional store.sqlite counts: read while the real store is open, and never leave SQLite files behind."""
+    from ase.build import bulk
+
+    from alkit.report import store_counts
+    from alkit.store import RunStore
+
+    run = tmp_path / "run"
+    write_run(run, n_iterations=1, all_stable_at=None, with_pcs=False, finished=False)
+    store = RunStore(run / "store.sqlite")
+    ids = store.add_structures([bulk("Ti", "hcp", a=2.95, c=4.68), bulk("Ti", "bcc", a=3.3)], source="pool",
+                               iteration=0)
+    store.mark_selected(ids[:1], iteration=0, reason="test")
+    index = build_report(run)  # while the writer holds the database open
+    assert "store.sqlite structures" in index.read_text() and "new 1, selected 1" in index.read_text()
+    store.close()
+    before = sorted(p.name for p in run.iterdir())
+    assert store_counts(run) == {"new": 1, "selected": 1}
+    assert sorted(p.name for p in run.iterdir()) == before  # no -wal/-shm created by the reader
+    (run / "store.sqlite").write_bytes(b"not a database")
+    assert store_counts(run) is None
+
+
 def test_half_written_pcs_file_is_reported_not_fatal(runs, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(runs["direct"], run, ignore=shutil.ignore_patterns("report"))
