@@ -290,6 +290,9 @@ def test_relax_lattice_with_an_ase_calculator():
         ({"ensemble": "nve"}, "ensemble"),
         ({"lattice": {"hcp": {"b": 3.0}}}, "unknown constants"),
         ({"temprature": (300,)}, "unknown Ti-H scenario parameters"),
+        ({"site_kinds": ("tet", "hex")}, "site_kinds"),
+        ({"gb_rm_ratio": 1.5}, "gb_rm_ratio"),
+        ({"h2_supercell": (1, 1)}, "h2_supercell"),
     ],
 )
 def test_bad_parameters_raise_config_error(kwargs, message):

@@ -309,7 +309,8 @@ def _gb_spec(phase: str, kind: str, spec: Mapping | None) -> dict[str, Any]:
     if spec:
         extra = set(spec) - {"sigma", "axis", "angle", "plane", "ratio"}
         if extra:
-            raise ConfigError(f"GB spec {phase}/{kind}: unknown keys {sorted(extra)} (use sigma, axis, angle, plane, ratio)")
+            raise ConfigError(f"GB spec {phase}/{kind}: unknown keys {sorted(extra)} "
+                              "(use sigma, axis, angle, plane, ratio)")
         out.update(spec)
     for key in ("axis", "plane"):
         v = out[key]
@@ -544,7 +545,8 @@ def grain_boundary_host(
     except ConfigError:
         raise
     except Exception as exc:  # pymatgen raises bare RuntimeError/ValueError for impossible CSLs
-        raise ConfigError(f"pymatgen could not build the {phase} {kind} GB {spec}: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(
+            f"pymatgen could not build the {phase} {kind} GB {spec}: {type(exc).__name__}: {exc}") from exc
     host.info["kind"] = kind
     return host
 
@@ -848,27 +850,41 @@ def _resolve(preset: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("ensemble", "h2_ensemble"):
         if cfg[key] not in ("nvt", "npt"):
             raise ConfigError(f"{key} must be 'nvt' or 'npt', got {cfg[key]!r}")
-    if not (cfg["min_hh_distance"] >= 0 and cfg["h_volume"] >= 0):
-        raise ConfigError("min_hh_distance and h_volume must be >= 0")
+    if not (isinstance(cfg["pressure_gpa"], (int, float)) and np.isfinite(cfg["pressure_gpa"])):
+        raise ConfigError(f"pressure_gpa must be a finite number, got {cfg['pressure_gpa']!r}")
+    for key in ("min_hh_distance", "h_volume", "gb_min_separation"):
+        if not (isinstance(cfg[key], (int, float)) and np.isfinite(cfg[key]) and cfg[key] >= 0):
+            raise ConfigError(f"{key} must be a number >= 0, got {cfg[key]!r}")
+    if not (isinstance(cfg["gb_rm_ratio"], (int, float)) and 0 <= cfg["gb_rm_ratio"] < 1):
+        raise ConfigError(f"gb_rm_ratio must be in [0, 1), got {cfg['gb_rm_ratio']!r}")
+    kinds = tuple(cfg["site_kinds"])
+    if not kinds or set(kinds) - set(SITE_KINDS):
+        raise ConfigError(f"site_kinds must be a non-empty subset of {SITE_KINDS}, got {list(kinds)}")
+    cfg["site_kinds"] = kinds
+    _supercell_matrix(cfg["epsilon_supercell"], "epsilon_supercell")
+    _supercell_matrix(cfg["h2_supercell"], "h2_supercell")
     if not isinstance(cfg["seed"], (int, np.integer)):
         raise ConfigError(f"seed must be an integer, got {cfg['seed']!r}")
     return cfg
 
 
 @dataclass
-class _Built:
+class TiHStructure:
+    """A starting structure of the scenario set: its stable ``key`` (the scenario id without temperature),
+    the ``atoms`` (with ``site_kind`` / ``grain`` arrays) and the scenario ``tags``."""
+
     key: str
     atoms: Atoms
     tags: dict[str, Any]
 
 
-def ti_h_structures(preset: str = "paper", **overrides) -> list[_Built]:
+def ti_h_structures(preset: str = "paper", **overrides) -> list[TiHStructure]:
     """Every starting structure of the Ti-H scenario set, as (key, atoms, tags) records (no temperatures)."""
     cfg = _resolve(preset, overrides)
     lat, seed = cfg["lattice"], int(cfg["seed"])
     put = dict(min_hh_distance=float(cfg["min_hh_distance"]), h_volume=float(cfg["h_volume"]),
                site_kinds=tuple(cfg["site_kinds"]))
-    out: list[_Built] = []
+    out: list[TiHStructure] = []
 
     def record(key, atoms, phase, kind, nominal, **extra):
         n_ti = int(np.sum(atoms.numbers == 22))
@@ -876,7 +892,7 @@ def ti_h_structures(preset: str = "paper", **overrides) -> list[_Built]:
         tags = {"system": "Ti-H", "phase": phase, "kind": kind, "h_per_ti": (n_h / n_ti) if n_ti else None,
                 "h_per_ti_nominal": nominal, "n_ti": n_ti, "n_h": n_h, "structure": key}
         tags.update(extra)
-        out.append(_Built(key, atoms, tags))
+        out.append(TiHStructure(key, atoms, tags))
 
     for phase in cfg["phases"]:
         host = bulk_host(phase, cfg["supercells"][phase], lat)
@@ -887,7 +903,8 @@ def ti_h_structures(preset: str = "paper", **overrides) -> list[_Built]:
     gb_ratios = cfg["gb_h_per_ti"] if cfg["gb_h_per_ti"] is not None else cfg["h_per_ti"]
     for phase, kinds in cfg["gbs"].items():
         for kind, spec in kinds.items():
-            host = grain_boundary_host(phase, kind, spec, float(cfg["gb_min_separation"]), lat, float(cfg["gb_rm_ratio"]))
+            host = grain_boundary_host(phase, kind, spec, float(cfg["gb_min_separation"]), lat,
+                                       float(cfg["gb_rm_ratio"]))
             log.info("%s %s GB: %d Ti, %d sites, %.1f A between boundaries", phase, kind, host.n_ti, host.n_sites,
                      host.info["separation"])
             for x in gb_ratios:
