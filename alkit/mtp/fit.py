@@ -321,6 +321,9 @@ def _quiet_motep(bar=None):
             scipy_log.setLevel(scipy_old)
 
 
+MIN_DIST_MARGIN = 0.9  # min_dist = 0.9 x the shortest distance in the training data
+
+
 def _data_min_dist(images: list[Atoms]) -> float:
     from alkit.io import min_distance
 
@@ -376,7 +379,9 @@ def train_mtp(
     dmin = _data_min_dist(images)
     if not math.isfinite(dmin):
         raise InputError("the training set has no interatomic distances (single atoms without periodic images)")
-    min_dist = math.floor(dmin * 100.0) / 100.0
+    # The radial basis starts a little below the shortest training distance: MD samples compressions slightly beyond
+    # the data (an H2 bond vibrating around 0.74 Å), and gamma, not min_dist, is what flags extrapolation.
+    min_dist = math.floor(dmin * MIN_DIST_MARGIN * 100.0) / 100.0
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
