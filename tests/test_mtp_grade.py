@@ -1,0 +1,317 @@
+"""MaxVol extrapolation grade, active-set persistence, select-add and the grade/select-add CLI, on a real level-6
+Ti-H MTP trained (motep via alkit.mtp.fit) on 40 tiny CHGNet-labelled Ti8Hn cells."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.io import read, write
+
+from alkit.errors import InputError
+
+SPECIES = ["Ti", "H"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# shared data (test_mtp_md.py imports build_tih; the build is cached under the session's basetemp)
+# ----------------------------------------------------------------------------------------------------------------
+def make_structures(n: int = 40, seed: int = 0) -> list[Atoms]:
+    """24 strained/rattled Ti8 hcp cells, then 16 with 1-3 interstitial H."""
+    rng = np.random.default_rng(seed)
+    base = bulk("Ti", "hcp", a=2.95, c=4.68).repeat((2, 2, 1))
+    out = []
+    for i in range(n):
+        a = base.copy()
+        for _ in range(0 if i < 24 else 1 + i % 3):
+            for _try in range(500):
+                trial = a + Atoms("H", [rng.uniform(0, 1, 3) @ a.cell.array])
+                d = trial.get_distances(len(a), list(range(len(a))), mic=True)
+                if np.all(d[a.numbers == 22] > 1.75) and np.all(d[a.numbers == 1] > 1.6):
+                    a = trial
+                    break
+        a.set_cell(a.cell.array @ np.diag(1 + rng.uniform(-0.03, 0.03, 3)), scale_atoms=True)
+        a.positions += rng.normal(0, 0.06, a.positions.shape)
+        out.append(a)
+    return out
+
+
+def build_tih(root: Path) -> tuple[Path, list[Atoms]]:
+    """(trained level-6 Ti-H .mtp, its 40 labelled training structures), built once per session."""
+    pot, data = root / "tih.mtp", root / "train.extxyz"
+    if pot.is_file() and data.is_file():
+        return pot, read(data, ":")
+    root.mkdir(parents=True, exist_ok=True)
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    from alkit._compat import set_torch_threads
+    from alkit.mtp.fit import train_mtp
+
+    set_torch_threads(1)
+    calc = CHGNetCalculator(use_device="cpu")
+    labelled = []
+    for a in make_structures():
+        a.calc = calc
+        res = {"energy": a.get_potential_energy(), "forces": a.get_forces(), "stress": a.get_stress()}
+        a.calc = SinglePointCalculator(a, **res)
+        labelled.append(a)
+    train_mtp(labelled, pot, SPECIES, level=6, bfgs_maxiter=40, seed=0)
+    write(data, labelled)
+    return pot, read(data, ":")
+
+
+@pytest.fixture(scope="session")
+def tih(tmp_path_factory):
+    return build_tih(tmp_path_factory.getbasetemp() / "alkit_tih_mtp")
+
+
+@pytest.fixture(scope="module")
+def nbh(tih):
+    from alkit.mtp.grade import ActiveSet
+
+    pot, train = tih
+    return ActiveSet.fit(pot, train, SPECIES, mode="nbh")
+
+
+@pytest.fixture(scope="module")
+def cfg(tih):
+    from alkit.mtp.grade import ActiveSet
+
+    pot, train = tih
+    return ActiveSet.fit(pot, train, SPECIES, mode="cfg")
+
+
+def sheared(atoms: Atoms, s: float = 0.25) -> Atoms:
+    out = atoms.copy()
+    out.set_cell(atoms.cell.array @ np.array([[1, s, 0], [0, 1, 0], [0, 0, 1]]), scale_atoms=True)
+    return out
+
+
+def scaled(atoms: Atoms, f: float) -> Atoms:
+    out = atoms.copy()
+    out.set_cell(atoms.cell.array * f, scale_atoms=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# grading
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["nbh", "cfg"])
+def test_training_structures_grade_at_most_one(tih, nbh, cfg, mode):
+    pot, train = tih
+    aset = nbh if mode == "nbh" else cfg
+    assert aset.mode == ("neighborhood" if mode == "nbh" else "configuration")
+    # all coefficients (radial ones included): the rows are rank deficient, regularised start
+    assert aset.algorithm == "maxvol-regularized"
+    assert aset.matrix.shape == (aset.n_parameters, aset.n_parameters) == (71, 71)
+    g = aset.grade_many(train)
+    assert g.shape == (len(train),)
+    assert np.all(g <= 1.0 + 1e-6)
+    assert g.max() > 1.0 - 1e-6  # the active-set rows themselves grade exactly 1
+    gamma, per_atom = aset.grade(train[30])
+    assert per_atom.shape == (len(train[30]),)
+    assert gamma == pytest.approx(per_atom.max())
+    real = aset.sources[:, 0] >= 0
+    assert np.all(aset.sources[real, 0] < len(train))
+    if mode == "nbh":
+        assert np.all(aset.sources[real, 1] >= 0)
+
+
+@pytest.mark.parametrize("mode", ["nbh", "cfg"])
+def test_distorted_structures_grade_high(tih, nbh, cfg, mode):
+    pot, train = tih
+    aset = nbh if mode == "nbh" else cfg
+    x = train[30]
+    for y in (sheared(x, 0.25), scaled(x, 0.93), scaled(x, 1.15)):
+        assert aset.grade(y)[0] > 10.0
+    # in-distribution Ti8 cell (rattled and strained like the training data) stays near or below 1
+    assert aset.grade(scaled(train[5], 1.005))[0] < 3.0
+
+
+def test_save_load_roundtrip(tih, nbh, cfg, tmp_path):
+    from alkit.mtp.grade import ActiveSet
+
+    pot, train = tih
+    probe = train[20:30] + [sheared(train[30]), scaled(train[31], 0.95)]
+    local = tmp_path / "pot.mtp"
+    local.write_bytes(Path(pot).read_bytes())
+    for aset in (nbh, cfg):
+        aset = dataclasses.replace(aset, mtp_path=str(local), _engine=None, _inv=None, _data=None)
+        path = aset.save(tmp_path / f"{aset.mode}.als")
+        back = ActiveSet.load(path)  # finds the potential next to the file
+        assert Path(back.mtp_path).resolve() == local.resolve()
+        assert back.mode == aset.mode and back.algorithm == aset.algorithm
+        np.testing.assert_array_equal(back.matrix, aset.matrix)
+        np.testing.assert_array_equal(back.grade_many(probe), aset.grade_many(probe))
+        np.testing.assert_array_equal(back.grade(probe[-1])[1], aset.grade(probe[-1])[1])
+    # a different potential is refused
+    other = tmp_path / "other.mtp"
+    other.write_text(re.sub(r"(species_coeffs = \{)[^,]+", r"\g<1>0.0", local.read_text(), count=1))
+    assert other.read_text() != local.read_text()
+    with pytest.raises(InputError, match="different potential"):
+        ActiveSet.load(tmp_path / "neighborhood.als", mtp_path=other)
+    bad = tmp_path / "bad.als"
+    bad.write_text("not an active set")
+    with pytest.raises(InputError, match="cannot read active-set file"):
+        ActiveSet.load(bad, mtp_path=local)
+    with pytest.raises(InputError, match="does not exist"):
+        ActiveSet.load(tmp_path / "missing.als")
+
+
+@pytest.mark.parametrize("mode", ["nbh", "cfg"])
+def test_same_gamma_as_motep_grader(tih, mode):
+    """With linear parameters (where motep's active-set matrix has full rank) alkit's MaxVol reproduces motep's
+    Grader to round-off."""
+    from motep.grade.grader import Grader
+    from motep.grade.setting import GradeMode
+    from motep.io.mlip.mtp import read_mtp
+
+    from alkit.mtp.grade import ActiveSet
+
+    pot, train = tih
+    aset = ActiveSet.fit(pot, train, SPECIES, mode=mode, parameters="linear", energy_per_atom=False)
+    assert aset.algorithm == "maxvol-qr"
+    data = read_mtp(str(pot))
+    data.species = [22, 1]
+    data.optimized = ["species_coeffs", "moment_coeffs"]
+    grader = Grader(data, seed=1, mode=GradeMode.NEIGHBORHOOD if mode == "nbh" else GradeMode.CONFIGURATION)
+    grader.update(train)
+    probe = train[::3] + [sheared(train[30], 0.25), scaled(train[3], 0.95), scaled(train[33], 1.15),
+                          scaled(train[36], 1.06)]
+    for k, a in enumerate(probe[-7:]):
+        a.rattle(0.03, seed=k)
+    graded = grader.grade(probe)
+    ours = aset.grade_many(probe)
+    theirs = np.array([a.calc.results["MV_grade"] for a in graded])
+    assert np.abs(ours - theirs).max() < 1e-6 * max(1.0, theirs.max())
+    assert ours.max() > 1.5  # the comparison covers extrapolative structures too
+    if mode == "nbh":
+        for a in graded[-3:]:
+            np.testing.assert_allclose(aset.grade(a)[1], a.calc.results["nbh_grades"], rtol=1e-6, atol=1e-9)
+
+
+def test_rank_deficient_and_singular_cases_do_not_crash(tih):
+    from alkit.mtp.grade import ActiveSet
+
+    pot, train = tih
+    # fewer configurations than parameters (configuration mode, early iteration)
+    few = ActiveSet.fit(pot, train[:3] + train[30:32], SPECIES, mode="cfg")
+    assert few.algorithm == "maxvol-regularized"
+    assert int((few.sources[:, 0] >= 0).sum()) == 5
+    assert np.all(few.grade_many(train[:3] + train[30:32]) <= 1 + 1e-6)
+    assert few.grade(train[10])[0] > 1.0
+    # Ti-only training data: every H column is zero; an H-containing structure is far out of the training span
+    ti_only = ActiveSet.fit(pot, train[:24], SPECIES, mode="nbh")
+    assert np.all(ti_only.grade_many(train[:24]) <= 1 + 1e-6)
+    assert ti_only.grade(train[30])[0] > 100.0
+    # the same structure many times: rank 1 (configuration mode)
+    same = ActiveSet.fit(pot, [train[0]] * 4, SPECIES, mode="cfg")
+    assert int((same.sources[:, 0] >= 0).sum()) == 1
+    assert same.grade(train[0])[0] == pytest.approx(1.0)
+    assert np.isfinite(same.grade(train[1])[0])
+    # a singular active-set matrix: graded through the pseudo-inverse, no crash
+    singular = dataclasses.replace(few, matrix=np.zeros_like(few.matrix), _inv=None)
+    g, per_atom = singular.grade(train[0])
+    assert np.isfinite(g) and per_atom.shape == (len(train[0]),)
+
+
+def test_select_add(tih, nbh, cfg):
+    from alkit.mtp.grade import select_add
+
+    pot, train = tih
+    shear, comp, exp = sheared(train[30], 0.25), scaled(train[30], 0.93), scaled(train[30], 1.15)
+    cands = [train[3].copy(), train[30].copy(), shear, comp, exp, shear.copy()]
+    for aset in (nbh, cfg):
+        gam = aset.grade_many(cands)
+        chosen = select_add(aset, cands, max_add=10, train=train)
+        assert chosen, "extrapolative candidates must be selected"
+        assert set(chosen) <= {2, 3, 4, 5}  # never the training duplicates
+        assert not {2, 5} <= set(chosen)  # a duplicate adds no volume once its twin is in
+        assert len(set(chosen)) == len(chosen)
+        one = select_add(aset, cands, max_add=1, train=train)
+        assert len(one) == 1 and one[0] == int(np.argmax(gam))  # the largest |c| enters first
+        two = select_add(aset, cands, max_add=2)  # without the training rows (the driver's call)
+        assert 1 <= len(two) <= 2 and set(two) <= {2, 3, 4, 5}
+        assert select_add(aset, cands, max_add=0) == []
+        assert select_add(aset, [], max_add=3) == []
+        # nothing is selected when every candidate is inside the training data
+        assert select_add(aset, train[:5], max_add=3, train=train) == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bad input
+# ----------------------------------------------------------------------------------------------------------------
+def test_bad_input(tih, nbh, tmp_path):
+    from alkit.mtp.grade import ActiveSet
+
+    pot, train = tih
+    with_o = train[0].copy()
+    with_o.append("O")
+    with_o.positions[-1] = [1.0, 1.0, 1.0]
+    with pytest.raises(InputError, match=r"species \['O'\]"):
+        nbh.grade(with_o)
+    close = train[30].copy()
+    h = int(np.where(close.numbers == 1)[0][0])
+    ti = int(np.argmin(close.get_distances(h, list(range(8)), mic=True)))
+    close.positions[h] = close.positions[ti] + [0.9, 0.0, 0.0]
+    with pytest.raises(InputError, match="min_dist"):
+        nbh.grade(close)
+    with pytest.raises(InputError, match="empty"):
+        ActiveSet.fit(pot, [], SPECIES)
+    with pytest.raises(InputError, match="species_count"):
+        ActiveSet.fit(pot, train[:3], ["Ti"])
+    with pytest.raises(InputError, match="grading mode"):
+        ActiveSet.fit(pot, train[:3], SPECIES, mode="atoms")
+    corrupt = tmp_path / "corrupt.mtp"
+    corrupt.write_text(Path(pot).read_text()[:400])
+    with pytest.raises(InputError, match="corrupt.mtp"):
+        ActiveSet.fit(corrupt, train[:3], SPECIES)
+    with pytest.raises(InputError, match="does not exist"):
+        ActiveSet.fit(tmp_path / "nope.mtp", train[:3], SPECIES)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------------
+def test_cli_grade_and_select_add(tih, tmp_path, capsys):
+    from alkit.cli import main
+    from alkit.mtp.grade import ActiveSet
+
+    pot, train = tih
+    train_file = tmp_path / "train.extxyz"
+    write(train_file, train)
+    probe = tmp_path / "probe.extxyz"
+    write(probe, [train[1], sheared(train[30], 0.25), scaled(train[31], 0.93)])
+    out = tmp_path / "graded.extxyz"
+    als = tmp_path / "state.als"
+    assert main(["mtp", "grade", str(pot), str(train_file), str(probe), "--out", str(out), "--als", str(als),
+                 "--species", "Ti", "H"]) == 0
+    graded = read(out, ":")
+    assert len(graded) == 3
+    assert graded[0].info["gamma"] <= 1 + 1e-6 and graded[1].info["MV_grade"] > 10
+    assert graded[1].arrays["gamma"].shape == (len(graded[1]),)
+    assert "graded 3 structures" in capsys.readouterr().out
+    aset = ActiveSet.load(als, mtp_path=pot)
+    assert aset.grade(graded[2])[0] == pytest.approx(graded[2].info["gamma"], rel=1e-9)
+
+    out_cfg = tmp_path / "graded_cfg.cfg"
+    assert main(["mtp", "grade", str(pot), str(train_file), str(probe), "--out", str(out_cfg), "--mode", "cfg",
+                 "--als", str(tmp_path / "cfg.als"), "--species", "Ti", "H"]) == 0
+    assert "MV_grade" in out_cfg.read_text()
+    assert ActiveSet.load(tmp_path / "cfg.als", mtp_path=pot).mode == "configuration"
+
+    new = tmp_path / "new.extxyz"
+    assert main(["mtp", "select-add", str(pot), str(train_file), str(probe), "--out", str(new), "--max", "1",
+                 "--als", str(tmp_path / "sa.als"), "--species", "Ti", "H"]) == 0
+    sel = read(new, ":")
+    assert len(sel) == 1 and sel[0].info["candidate_index"] in (1, 2)
+    assert "selected 1 of 3" in capsys.readouterr().out
+
+    assert main(["mtp", "grade", str(pot), str(tmp_path / "missing.extxyz"), str(probe), "--out", str(out),
+                 "--species", "Ti", "H"]) == 2
+    assert "missing.extxyz" in capsys.readouterr().err
