@@ -265,6 +265,11 @@ def wall_by_stage(run: RunData) -> dict[str, dict[str, float]]:
     return {k: out[k] for k in order}
 
 
+def _max_of(values: list[Any]) -> int | None:
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return max(nums) if nums else None
+
+
 def _last(d: dict[int, dict], key: str) -> Any:
     for it in sorted(d, reverse=True):
         v = d[it].get(key)
@@ -277,9 +282,8 @@ def summarize_run(run_dir: str | os.PathLike | RunData) -> dict:
     """Key numbers of a run (works on a running or finished run).
 
     Keys: run, path, mode, recipe, preset, finished, converged (None while running), reason (why it stopped, if
-    the log says), iterations (finished
-    iterations), last_iteration, labels, failed, all_stable_iteration (the first iteration whose exploration had
-    every scenario stable, or None), iterations_to_all_stable (how many iterations ran up to and including it),
+    the log says), iterations (finished iterations), last_iteration, labels and failed (latest cumulative counts),
+    all_stable_iteration (the first iteration whose exploration had every scenario stable, or None), iterations_to_all_stable (how many iterations ran up to and including it),
     labels_to_all_stable (cumulative labels the potential of that iteration was trained on), wall_seconds (sum of
     the stage times), elapsed_seconds (first to last event), n_scenarios, temperatures.
     """
@@ -289,14 +293,12 @@ def summarize_run(run_dir: str | os.PathLike | RunData) -> dict:
     iters = run.iterations
     explored = [it for it in iters if it in run.done or it in run.explores]
     first_stable = next((it for it in explored if _all_stable(run, it)), None)
-    labels = _last(run.done, "labels_cumulative")
-    if labels is None:
-        labels = _last(run.labels, "cumulative")
-    if fin and fin.get("labels_cumulative") is not None:
-        labels = fin["labels_cumulative"]
-    failed = _last(run.done, "failed_cumulative")
-    if failed is None:
-        failed = _last(run.labels, "failed_cumulative")
+    # cumulative counts only grow: the latest is the largest of every record that carries one
+    labels = _max_of([d.get("labels_cumulative") for d in run.done.values()]
+                     + [d.get("cumulative") for d in run.labels.values()]
+                     + [(fin or {}).get("labels_cumulative")])
+    failed = _max_of([d.get("failed_cumulative") for d in run.done.values()]
+                     + [d.get("failed_cumulative") for d in run.labels.values()])
     labels_at = None
     if first_stable is not None:
         labels_at = (run.done.get(first_stable) or {}).get("labels_cumulative")
