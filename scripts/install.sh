@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One-command install of alkit and everything it needs on a Debian machine with Python 3.11:
-# Debian's libxc/openblas (to build GPAW), gpaw-data (PAW setups), chromium + chromium-driver (headless browser
+# Debian's g++ and libxc/openblas (to build GPAW: its C sources compile as C++17), gpaw-data (PAW setups), chromium + chromium-driver (headless browser
 # tests of the dashboards), the CPU torch wheel, then alkit[test,gpaw].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need_apt=()
-for pkg in libxc-dev libopenblas-dev gpaw-data chromium chromium-driver; do
+for pkg in g++ libxc-dev libopenblas-dev gpaw-data chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
