@@ -173,17 +173,39 @@ class CalculatorLabellerBase:
     def after(self, atoms: Atoms, calc) -> None:
         """Inspect the finished calculation; raise (e.g. SCFNotConverged) to mark it failed."""
 
+    #: True where one calculator object is reused across structures (then calls are serialised by a lock, so the
+    #: labeller is safe to share between threads).
+    shares_calculator: ClassVar[bool] = False
+
+    def _call_lock(self):
+        if not self.shares_calculator:
+            return contextlib.nullcontext()
+        lock = self.__dict__.get("_lock_obj")
+        if lock is None:
+            lock = self.__dict__.setdefault("_lock_obj", threading.Lock())
+        return lock
+
+    def __getstate__(self):
+        """Pickle the parameters only: a loaded model or calculator and the lock stay in their process."""
+        state = self.__dict__.copy()
+        state.pop("_lock_obj", None)
+        if "_calc" in state:
+            state["_calc"] = None
+        return state
+
     def label(self, atoms: Atoms) -> LabelResult:
         t0 = time.perf_counter()
         try:
             work = to_atoms(atoms).copy()
             work.calc = None
             self.prepare(work)
-            calc = self.calculator(work)
-            work.calc = calc
-            energy = _force_consistent_energy(work)
-            forces = work.get_forces()
-            stress = work.get_stress(voigt=True) if np.all(work.pbc) else None
+            with self._call_lock():
+                calc = self.calculator(work)
+                work.calc = calc
+                energy = _force_consistent_energy(work)
+                forces = work.get_forces()
+                stress = work.get_stress(voigt=True) if np.all(work.pbc) else None
+                work.calc = None
             self.after(work, calc)
         except Exception as exc:  # noqa: BLE001 - every calculator failure becomes a failed label with its reason
             log.debug("labelling failed", exc_info=True)
@@ -240,6 +262,10 @@ class CalculatorLabeller(CalculatorLabellerBase):
     _calc: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
+    def shares_calculator(self) -> bool:  # type: ignore[override]
+        return bool(self.reuse)
+
+    @property
     def name(self) -> str:  # type: ignore[override]
         return self.spec
 
@@ -257,10 +283,6 @@ class CalculatorLabeller(CalculatorLabellerBase):
             self._calc = calc
         return calc
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_calc"] = None
-        return state
 
 
 @dataclass
@@ -274,6 +296,7 @@ class CHGNetLabeller(CalculatorLabellerBase):
     model: str = "0.3.0"
     device: str = "cpu"
     name: ClassVar[str] = "chgnet"
+    shares_calculator: ClassVar[bool] = True
     _calc: Any = field(default=None, init=False, repr=False, compare=False)
 
     def check(self) -> None:
@@ -283,7 +306,8 @@ class CHGNetLabeller(CalculatorLabellerBase):
             raise ConfigError(f"the CHGNet labeller needs the chgnet package: {exc}") from exc
 
     def setup(self) -> None:
-        self.calculator(None)
+        with self._call_lock():
+            self.calculator(None)
 
     def calculator(self, atoms: Atoms | None):
         if self._calc is None:
@@ -297,10 +321,6 @@ class CHGNetLabeller(CalculatorLabellerBase):
             self._calc = CHGNetCalculator(model=model, use_device=self.device)
         return self._calc
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_calc"] = None
-        return state
 
 
 #: GPAW presets. "paper": the reference paper's settings (PBE, 500 eV plane waves, spin-polarized, k-point density
@@ -586,7 +606,7 @@ class VaspLabeller(CalculatorLabellerBase):
 
         directory = Path(self.directory) / structure_hash(atoms)
         directory.mkdir(parents=True, exist_ok=True)
-        return Vasp(directory=str(directory), command=self._command(), **self.vasp_parameters(atoms))
+        return Vasp(directory=str(directory), command=self.command, **self.vasp_parameters(atoms))
 
     def after(self, atoms: Atoms, calc) -> None:
         if getattr(calc, "converged", None) is False:

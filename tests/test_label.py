@@ -125,6 +125,15 @@ def test_timeout_on_worker_threads():
     _check_outcomes(results, modes, cells)
 
 
+def test_shared_calculator_is_thread_safe():
+    cells = _cu_cells([None] * 12)
+    lab = CalculatorLabeller("ase.calculators.emt:EMT", reuse=True)  # one calculator for every structure
+    with ThreadPoolExecutor(4) as ex:
+        results = label_many(lab, cells, executor=ex, progress=False)
+    _check_outcomes(results, [None] * 12, cells)
+    assert pickle.loads(pickle.dumps(lab))._calc is None
+
+
 def test_process_pool_failures_timeout_and_dead_worker():
     modes = [None, "raise", "die", None, "nan", "sleep", None]
     cells = _cu_cells(modes)
