@@ -113,13 +113,17 @@ def make_executor(
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"cannot connect to the Dask scheduler at {address!r}: {exc}") from exc
     else:
-        cluster = LocalCluster(
-            n_workers=int(n_workers),
-            threads_per_worker=1,  # one task at a time per worker process; torch threads are set below
-            processes=True,
-            dashboard_address=":0",  # never collide with another cluster on this machine
-            memory_limit=memory_limit,
-        )
+        import dask
+
+        # Dask's statistical profiler samples every worker thread every 10 ms; long MD tasks do not need it.
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = LocalCluster(
+                n_workers=int(n_workers),
+                threads_per_worker=1,  # one task at a time per worker process; torch threads are set below
+                processes=True,
+                dashboard_address=":0",  # never collide with another cluster on this machine
+                memory_limit=memory_limit,
+            )
         client = Client(cluster)
     client.run(init_worker, int(threads_per_worker))  # workers joining later: alkit's tasks set threads themselves
     log.info("Dask executor on %s", address if cluster is None else cluster.scheduler_address)

@@ -119,6 +119,11 @@ def _read_frames(path: Path) -> list[Atoms]:
 
 
 # ------------------------------------------------------------------------------------------------ worker task
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
+
+
 def run_scenario(
     scenario: Scenario | dict,
     out_dir: str | os.PathLike,
@@ -149,7 +154,7 @@ def run_scenario(
     calc = make_calculator(potential, model_dir)
     if "torch" in sys.modules:
         set_torch_threads(threads)
-    t_md = time.perf_counter()
+    t_md, cpu_md = time.perf_counter(), time.thread_time()
     info = {"scenario_id": scenario.id, "temperature": float(scenario.temperature),
             "ensemble": scenario.ensemble, "potential": potential}
 
@@ -192,6 +197,8 @@ def run_scenario(
         "key": key,
         "wall_time_s": round(wall, 3),
         "md_time_s": round(time.perf_counter() - t_md, 3),
+        "md_cpu_s": round(time.thread_time() - cpu_md, 3),  # CPU of the MD thread (torch runs on it)
+        "torch_threads": _torch_threads(),
         "frames_file": paths["frames"].name,
     }
     if result.status == "blowup":
