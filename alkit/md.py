@@ -10,8 +10,8 @@ grading calculator. Integrators (all from ``ase.md``):
 After every step the run is checked for a blow-up: non-finite energy/forces/positions/cell, two atoms closer than
 ``min_distance`` Å, or a kinetic temperature above ``max_temperature_factor`` x target. A blow-up ends the run with
 status ``"blowup"``, the reason, and the last frame that passed the checks. An exception raised by the calculator or
-integrator during a step (e.g. a neighbour list on exploded coordinates) is also a blow-up; exceptions raised by the
-callbacks propagate.
+integrator during a step (e.g. a neighbour list on exploded coordinates) is also a blow-up; exceptions raised on the
+initial structure or by the callbacks propagate.
 """
 from __future__ import annotations
 
@@ -184,12 +184,10 @@ def run_md(
             want_stress = False
             return snapshot(atoms, False)
 
-    try:
-        reason = _check(atoms, temperature, 0, min_distance)  # no temperature check on the initial draw
-        last_good = freeze(True) if not reason else atoms.copy()
-    except Exception as exc:
-        reason = f"calculator failed on the initial structure: {type(exc).__name__}: {exc}"
-        last_good = atoms.copy()
+    # The initial structure: a calculator error here is a configuration problem (e.g. an element the potential does
+    # not know), not a blow-up, so it propagates. No temperature check on the Maxwell-Boltzmann draw.
+    reason = _check(atoms, temperature, 0, min_distance)
+    last_good = freeze(True) if not reason else atoms.copy()
     if reason:
         return MDResult("blowup", 0, reason, last_good)
 

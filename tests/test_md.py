@@ -162,3 +162,26 @@ def test_potential_names(tmp_path):
         make_calculator("builtins:dict")
     calc = make_calculator("ase.calculators.emt:EMT")
     assert isinstance(calc, EMT)
+
+
+class FailAfterEMT(EMT):
+    """EMT whose neighbour search 'fails' after a few calculations, as a calculator does on exploded coordinates."""
+
+    def __init__(self, after: int = 6, **kwargs):
+        super().__init__(**kwargs)
+        self.after, self.n_calls = after, 0
+
+    def calculate(self, *args, **kwargs):
+        self.n_calls += 1
+        if self.n_calls > self.after:
+            raise ValueError("cell too large for the neighbour list")
+        super().calculate(*args, **kwargs)
+
+
+def test_calculator_errors_mid_run_are_blowups_but_not_at_the_start():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    res = run_md(atoms, FailAfterEMT(), 300, ensemble="nvt", steps=50)
+    assert res.status == "blowup" and "ValueError" in res.reason and "neighbour list" in res.reason
+    assert 0 < res.steps_done < 50 and np.all(np.isfinite(res.last_good.get_forces()))
+    with pytest.raises(Exception):  # EMT has no Ti parameters: a configuration problem, reported as such
+        run_md(bulk("Ti", "hcp", a=2.95, c=4.68), EMT(), 300, steps=5)
