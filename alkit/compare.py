@@ -116,7 +116,7 @@ def chart_compare_stability(runs: list[RunData], names: list[str]) -> Chart | No
             if pts:
                 series.append(Series(name, "line", [a for a, _ in pts], [b for _, b in pts], color=colors[i],
                                      legendgroup=name, showlegend=k == 0))
-        panels.append(Panel(temperature_label(t), "AL iteration", "fraction of scenarios stable" if k == 0 else "",
+        panels.append(Panel(temperature_label(t), "AL iteration", "fraction of scenarios stable",
                             series, yrange=(-0.03, 1.03), integer_x=True))
     return Chart("compare_stability", "Stable MD scenarios vs AL iteration, per temperature", panels,
                  "One panel per temperature, one line per run (the reference paper's Figure 8 analogue).",

@@ -619,14 +619,20 @@ def chart_to_plotly(chart: Chart):
     from plotly.subplots import make_subplots
 
     n = len(chart.panels)
-    specs = [[{"secondary_y": any(s.y2 for s in p.series)} for p in chart.panels]]
-    fig = make_subplots(rows=1, cols=n, specs=specs, subplot_titles=[p.title for p in chart.panels] if n > 1 else None,
-                        horizontal_spacing=0.08 if n > 1 else 0.2)
-    for col, p in enumerate(chart.panels, start=1):
+    rows, cols = panel_grid(n)
+    cells = [{"secondary_y": any(s.y2 for s in p.series)} for p in chart.panels] + [None] * (rows * cols - n)
+    specs = [cells[r * cols:(r + 1) * cols] for r in range(rows)]
+    fig = make_subplots(rows=rows, cols=cols, specs=specs,
+                        subplot_titles=[p.title for p in chart.panels] if n > 1 else None,
+                        horizontal_spacing=0.08 if n > 1 else 0.2, vertical_spacing=0.3 / rows if rows > 1 else 0.1)
+    for k, p in enumerate(chart.panels):
+        row, col = k // cols + 1, k % cols + 1
+        has_y2 = cells[k]["secondary_y"]
         for s in p.series:
             common = dict(name=s.name, legendgroup=s.legendgroup or s.name, showlegend=s.showlegend)
             if s.kind == "line":
-                tr = go.Scatter(x=s.x, y=s.y, mode="lines+markers", line=dict(color=s.color, dash="dash" if s.dash else None),
+                tr = go.Scatter(x=s.x, y=s.y, mode="lines+markers",
+                                line=dict(color=s.color, dash="dash" if s.dash else None),
                                 marker=dict(size=s.size), **common)
             elif s.kind == "points":
                 tr = go.Scatter(x=s.x, y=s.y, mode="markers", opacity=s.opacity,
@@ -635,43 +641,49 @@ def chart_to_plotly(chart: Chart):
                 tr = go.Bar(x=s.x, y=s.y, marker_color=s.color, **common)
             elif s.kind == "box":
                 tr = go.Box(x=s.x, y=s.y, marker_color=s.color, boxpoints="all" if s.points else "outliers",
-                            jitter=0.4, pointpos=0,
-                            marker=dict(size=4, opacity=0.6), **common)
+                            jitter=0.4, pointpos=0, marker=dict(size=4, opacity=0.6), **common)
             else:
                 raise ValueError(f"unknown series kind {s.kind!r}")
-            fig.add_trace(tr, row=1, col=col, secondary_y=s.y2 if specs[0][col - 1]["secondary_y"] else None)
-        fig.update_xaxes(title_text=p.xlabel, row=1, col=col)
-        yargs: dict[str, Any] = dict(title_text=p.ylabel, row=1, col=col)
+            fig.add_trace(tr, row=row, col=col, secondary_y=s.y2 if has_y2 else None)
+        fig.update_xaxes(title_text=p.xlabel, row=row, col=col)
+        yargs: dict[str, Any] = dict(title_text=p.ylabel, row=row, col=col)
         if p.ylog:
             yargs["type"] = "log"
         if p.yrange:
             yargs["range"] = list(p.yrange)
-        if specs[0][col - 1]["secondary_y"]:
+        if has_y2:
             yargs["secondary_y"] = False
-            fig.update_yaxes(title_text=p.y2label or "", row=1, col=col, secondary_y=True, showgrid=False,
+            fig.update_yaxes(title_text=p.y2label or "", row=row, col=col, secondary_y=True, showgrid=False,
                              rangemode="tozero", tickmode="auto", nticks=8)
         fig.update_yaxes(**yargs)
         if p.categorical_x:
-            fig.update_xaxes(type="category", row=1, col=col)
+            fig.update_xaxes(type="category", row=row, col=col)
         elif p.integer_x:
-            fig.update_xaxes(tickformat="d", dtick=1 if _span(p) <= 20 else None, row=1, col=col)
+            max_ticks = max(4, 24 // cols)
+            fig.update_xaxes(tickformat="d", tick0=0, dtick=max(1, math.ceil(_span(p) / max_ticks)), row=row, col=col)
         for y, label in p.hlines:
             fig.add_hline(y=y, line_dash="dot", line_color="#444", annotation_text=label,
-                          annotation_position="top left", row=1, col=col)
+                          annotation_position="top left", row=row, col=col)
         if p.equal_aspect:
-            fig.update_yaxes(scaleanchor="x", row=1, col=col)
+            fig.update_yaxes(scaleanchor="x", row=row, col=col)
     modes = {p.barmode for p in chart.panels if any(s.kind == "bar" for s in p.series)}
     fig.update_layout(
         barmode=(modes.pop() if len(modes) == 1 else "group"),
         boxmode="group",
-        height=chart.height,
+        height=int(chart.height * (1 + 0.8 * (rows - 1))),
         margin=dict(l=70, r=70, t=50 if n > 1 else 30, b=110 if n > 1 else 60),
         template="plotly_white",
-        # above a single plot (left, clear of the mode bar); below a row of panels (clear of their titles)
+        # above a single plot (left, clear of the mode bar); below a grid of panels (clear of their titles)
         legend=(dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0) if n == 1 else
-                dict(orientation="h", yanchor="top", y=-0.2, xanchor="center", x=0.5)),
+                dict(orientation="h", yanchor="top", y=-0.2 / rows, xanchor="center", x=0.5)),
     )
     return fig
+
+
+def panel_grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    """(rows, cols) for ``n`` panels: at most ``max_cols`` side by side."""
+    cols = max(1, min(n, max_cols))
+    return math.ceil(n / cols), cols
 
 
 def _span(p: Panel) -> float:
@@ -686,10 +698,14 @@ def chart_to_png(chart: Chart, path: str | os.PathLike, dpi: int = 110) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     n = len(chart.panels)
-    width = chart.png_width or max(6.4, 5.2 * n)
-    fig = Figure(figsize=(width, 4.4 if chart.height < 500 else 5.6), layout="constrained")
+    rows, cols = panel_grid(n)
+    width = chart.png_width or max(6.4, 5.2 * cols)
+    fig = Figure(figsize=(width, (4.4 if chart.height < 500 else 5.6) + 3.4 * (rows - 1)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n, squeeze=False)[0]
+    grid = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in grid[n:]:
+        ax.set_visible(False)
+    axes = grid[:n]
     fig.suptitle(chart.title, fontsize=12)
     handles: dict[str, Any] = {}
     for ax, p in zip(axes, chart.panels):
