@@ -231,6 +231,10 @@ def run_mtp_md(
     steps, grade_every = int(steps), int(grade_every)
     aset = _resolve_active_set(active_set, mtp_path, species)
     check_atoms(atoms, aset.species, aset.min_dist, name=f"starting structure of {scenario_id or 'the run'}")
+    if engine == "lammps" and not all(atoms.pbc):
+        raise InputError("the LAMMPS engine needs a fully periodic cell; use engine='ase' for this structure")
+    if ensemble == "npt" and not all(atoms.pbc):
+        raise InputError("NpT needs a fully periodic cell")
     monitor = GammaMonitor(gamma_select, gamma_break, max_collect, scenario_id)
 
     # Step 0: the starting structure.
