@@ -110,6 +110,18 @@ def test_deterministic_and_batch_independent(m3g, model_dir, cells):
     np.testing.assert_array_equal(X1, X2)
     single = M3GNetEncoder(model_dir=model_dir, batch_size=1).transform(cells)
     np.testing.assert_allclose(single, X1, atol=1e-5)
+    capped = M3GNetEncoder(model_dir=model_dir, batch_size=8, max_batch_atoms=40).transform(cells)  # 2 per batch
+    np.testing.assert_allclose(capped, X1, atol=1e-5)
+
+
+def test_forward_batches_respect_structure_and_atom_caps():
+    enc = M3GNetEncoder(batch_size=3, max_batch_atoms=40)
+    sizes = [17, 17, 17, 50, 2, 2, 2, 2]
+    spans = enc._batches([Atoms("H" * n) for n in sizes])
+    assert spans == [(0, 2), (2, 3), (3, 4), (4, 7), (7, 8)]
+    from sklearn.base import clone
+
+    assert clone(enc).get_params() == enc.get_params()
 
 
 def test_atoms_and_structure_give_the_same_vector(m3g, cells):
