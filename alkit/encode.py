@@ -7,14 +7,16 @@ Encoders (all scikit-learn transformers: parameters stored in ``__init__``, work
 - :class:`MEGNetEncoder`: the same idea for ``MEGNet-MP-2018.6.1-Eform``: the concatenated node Set2Set (64),
   edge Set2Set (64) and state (32) vector that feeds its output MLP, 160-D.
 - :class:`LocalDescriptorEncoder`: model-free; species-resolved radial Gaussian densities of each atom's
-  neighbourhood (ASE neighbour list), averaged (and std) over the atoms of each species, plus the composition.
+  neighbourhood, averaged (and std) over the atoms of each species, plus the composition.
 
 Any callable ``list[Atoms] -> (N, d)`` array is an encoder too: :func:`encode` accepts both.
 
-Model encoders batch graphs (``batch_size``) and keep an on-disk cache (``cache_dir``) keyed by
-:func:`alkit.io.structure_hash` and the encoder's identity (model name + hash of its weights), so a re-run never
-encodes a structure twice. The cache is one SQLite file per encoder identity: each batch is written in one
-transaction, so a kill mid-write loses at most that batch and never leaves a torn entry.
+Model encoders batch graphs (``batch_size`` structures, at most ``max_batch_atoms`` atoms per forward pass). All
+encoders keep an optional on-disk cache (``cache_dir``) keyed by :func:`alkit.io.structure_hash` and the encoder's
+identity (model name + hash of its weights, or the descriptor parameters), so a re-run never encodes a structure
+twice. The cache is one SQLite file per encoder identity (SQLite rather than one .npy per structure: a pool holds
+~1M structures). Each chunk of results is written in one transaction, so a kill mid-write loses at most that chunk
+and never leaves a torn entry.
 """
 from __future__ import annotations
 
@@ -274,7 +276,7 @@ class _MatglEncoder(BaseEstimator, TransformerMixin):
 
         if np.any(atoms.pbc) and not np.all(atoms.pbc):
             atoms = atoms.copy()
-            atoms.pbc = True  # the cell is valid (checked): treat a slab's vacuum direction as periodic, as pymatgen does
+            atoms.pbc = True  # cell checked valid: a slab's vacuum direction becomes periodic, as in pymatgen
         g, lat, state = self.converter_.get_graph(atoms)
         g.edata["pbc_offshift"] = torch.matmul(g.edata["pbc_offset"], lat[0])
         g.ndata["pos"] = g.ndata["frac_coords"] @ lat[0]
@@ -388,7 +390,8 @@ class M3GNetEncoder(_MatglEncoder):
 
     def _check_net(self) -> None:
         net = self.net_
-        if type(net).__name__ != "M3GNet" or not getattr(net, "is_intensive", False) or not hasattr(self.model_, "transformer"):
+        intensive = getattr(net, "is_intensive", False) and hasattr(self.model_, "transformer")
+        if type(net).__name__ != "M3GNet" or not intensive:
             raise ConfigError(f"{self.model_name} is not an intensive M3GNet property model (got "
                               f"{type(net).__name__}); use e.g. {EFORM_MODEL}")
         self._dim = int(net.final_layer.layers[0].in_features)
