@@ -273,6 +273,8 @@ def test_bad_input_errors_name_the_problem(m3g):
         m3g.transform([Atoms("Ti", cell=[[0, 0, 0]] * 3, pbc=True)])
     with pytest.raises(ConfigError, match="unknown encoder"):
         get_encoder("soap")
+    with pytest.raises(ConfigError, match="not an intensive M3GNet property model"):
+        M3GNetEncoder(model_dir=m3g.model_dir, model_name="M3GNet-MP-2021.2.8-PES").fit()
     with pytest.raises(ConfigError, match="batch_size"):
         M3GNetEncoder(batch_size=0).transform([bulk("Ti")])
 
