@@ -18,7 +18,7 @@ from alkit.systems.ti_h import ti_h_scenarios
 PRESETS = {
     "quick": "31 small Ti-H scenarios at 300/1000 K, CHGNet labels, MTP level 8 (about two hours on 2 cores)",
     "paper": "the paper's 274 scenarios, GPAW PBE labels, MTP level 16 (cluster scale)",
-    "tiny": "7 scenarios of <= 20 atoms at 300 K, CHGNet labels, MTP level 6 (tests, minutes)",
+    "tiny": "4 scenarios (hcp/bcc Ti8 and Ti8H2) at 300 K, CHGNet labels, MTP level 6 (tests, minutes)",
 }
 
 
@@ -45,8 +45,9 @@ def build(preset: str, mode: str) -> ALConfig:
             max_collect_per_scenario=10, executor="process", n_workers=2,
         )
     if preset == "tiny":
-        pool = ti_h_scenarios("tiny", steps=60, snapshot_interval=5)
-        explore = ti_h_scenarios("tiny", steps=100, snapshot_interval=10)
+        small = dict(h_per_ti=(0.0, 0.25), gbs={}, epsilon=False, h2=False)
+        pool = ti_h_scenarios("tiny", steps=60, snapshot_interval=5, **small)
+        explore = ti_h_scenarios("tiny", steps=100, snapshot_interval=10, **small)
         return ALConfig(
             name="ti_h-tiny", species=["Ti", "H"], scenarios=explore, pool_scenarios=pool, mode=mode,
             pool_potential="m3gnet", encoder="m3gnet", n_clusters=12, k=1,

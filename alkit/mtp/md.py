@@ -230,7 +230,7 @@ def run_mtp_md(
         raise ConfigError(f"temperature must be > 0 K, got {temperature}")
     steps, grade_every = int(steps), int(grade_every)
     aset = _resolve_active_set(active_set, mtp_path, species)
-    check_atoms(atoms, aset.species, aset.min_dist, name=f"starting structure of {scenario_id or 'the run'}")
+    check_atoms(atoms, aset.species, collapse_distance(aset), name=f"starting structure of {scenario_id or 'the run'}")
     if engine == "lammps" and not all(atoms.pbc):
         raise InputError("the LAMMPS engine needs a fully periodic cell; use engine='ase' for this structure")
     if ensemble == "npt" and not all(atoms.pbc):
@@ -262,6 +262,16 @@ def run_mtp_md(
     return res
 
 
+def collapse_distance(aset: ActiveSet) -> float:
+    """Interatomic distance below which an MD run counts as collapsed (a blow-up): half the potential's min_dist.
+
+    Distances between that and min_dist are outside the radial basis' training range, i.e. extrapolation, which
+    the grade flags (the structure is collected); stopping there as a "blow-up" would lose the structure that
+    AL needs (seen on Ti-H: runs stopped at a 1.44 Å Ti-H contact with min_dist 1.47 Å and gamma 2.3).
+    """
+    return 0.5 * float(aset.min_dist)
+
+
 def _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pressure_gpa, seed, grade_every,
              max_temperature_factor) -> tuple[int, str]:
     from alkit.md import run_md
@@ -281,7 +291,7 @@ def _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pr
     md = run_md(
         atoms, calc, temperature=temperature, ensemble=ensemble, steps=steps, timestep_fs=timestep_fs,
         snapshot_interval=max(1, steps), pressure_gpa=pressure_gpa, seed=seed, on_step=on_step,
-        max_temperature_factor=max_temperature_factor, min_distance=aset.min_dist,
+        max_temperature_factor=max_temperature_factor, min_distance=collapse_distance(aset),
     )
     if state["gamma_stop"] is not None:
         return int(state["gamma_stop"]), "gamma"
