@@ -128,7 +128,7 @@ def make_executor(
     client.run(init_worker, int(threads_per_worker))  # workers joining later: alkit's tasks set threads themselves
     log.info("Dask executor on %s", address if cluster is None else cluster.scheduler_address)
     try:
-        yield client.get_executor()
+        yield client.get_executor(pure=False)  # every submit is a new task (Dask dedups pure calls)
     finally:
         client.close()
         if cluster is not None:

@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--skip-pool", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    import distributed  # noqa: F401  (configures its loggers on import; quieten them afterwards)
+
     logging.getLogger("distributed").setLevel(logging.WARNING)
     limit_memory(args.memory_gb)
     if not args.skip_md:

@@ -54,7 +54,6 @@ def _handle(args: argparse.Namespace) -> int:
         return _print_summary(args.summary)
     if not args.scenarios or not args.out:
         raise ConfigError("alkit pool needs SCENARIOS.json and --out DIR (or --summary DIR)")
-    logging.getLogger("distributed").setLevel(logging.WARNING)
 
     from alkit.executors import make_executor
     from alkit.pool import PoolFailure, as_scenarios, run_pool, validate_campaign
@@ -62,6 +61,10 @@ def _handle(args: argparse.Namespace) -> int:
     scenarios = as_scenarios(args.scenarios)
     validate_campaign(scenarios, args.potential, args.model_dir)  # before a cluster is started
     kind = "dask" if args.dask_address else args.executor
+    if kind == "dask":
+        import distributed  # noqa: F401  (configures its loggers on import; quieten them afterwards)
+
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     workers = args.workers or min(len(scenarios), __import__("os").cpu_count() or 1)
     md_kwargs = {"thermostat": args.thermostat, "barostat": args.barostat}
     with make_executor(kind, n_workers=workers, address=args.dask_address) as ex:
