@@ -418,8 +418,8 @@ def _run_all(ex: Executor, todo, out: Path, potential, model_dir, seed, md_kwarg
                 bar.update(1)
             running = sum(_progress_step(out, futures[f].id) for f in pending) if pending else 0
             elapsed = max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(steps_s=f"{(steps_finished + running) / elapsed:.1f}",
-                            blowups=report.n_blowup, failed=len(report.failed), refresh=False)
+            bar.set_postfix({"steps/s": f"{(steps_finished + running) / elapsed:.1f}", "blowups": report.n_blowup,
+                             "failed": len(report.failed)}, refresh=False)
             bar.refresh()
     finally:
         bar.close()
