@@ -309,8 +309,9 @@ def _quiet_motep(bar=None):
         handler = _IterationBar(bar)
         scipy_log = logging.getLogger("motep.optimizers.scipy")
         scipy_log.addHandler(handler)
-        scipy_old = scipy_log.level
+        scipy_old = scipy_log.level, scipy_log.propagate
         scipy_log.setLevel(logging.INFO)
+        scipy_log.propagate = not quiet  # per-iteration lines feed the bar, not the console
     try:
         with redirect:
             yield
@@ -318,7 +319,8 @@ def _quiet_motep(bar=None):
         motep_log.setLevel(old)
         if handler is not None:
             scipy_log.removeHandler(handler)
-            scipy_log.setLevel(scipy_old)
+            scipy_log.setLevel(scipy_old[0])
+            scipy_log.propagate = scipy_old[1]
 
 
 MIN_DIST_MARGIN = 0.9  # min_dist = 0.9 x the shortest distance in the training data
@@ -415,7 +417,6 @@ def train_mtp(
                 {"method": "LLS", "minimized": minimized},
             ]
         loss = {"energy_weight": w[0], "forces_weight": w[1], "stress_weight": w[2]}
-        trainer = Trainer(data, rng=np.random.default_rng(seed), engine=engine, loss=loss, steps=steps)
         log.info("training MTP (level %s, %d species, %d structures, %d atoms) with %s", level_used, len(species),
                  len(images), sum(len(a) for a in images), " -> ".join(
                      s["method"] if s["method"] != "minimize" else f"BFGS(maxiter={bfgs_maxiter})" for s in steps))
@@ -427,6 +428,7 @@ def train_mtp(
             bar = tqdm(total=int(bfgs_maxiter) + 5, desc="MTP fit", unit="it", leave=False, disable=None)
         try:
             with _in_directory(scratch), _quiet_motep(bar):
+                trainer = Trainer(data, rng=np.random.default_rng(seed), engine=engine, loss=loss, steps=steps)
                 trainer.train(images)
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise InputError(f"MTP training failed: {type(exc).__name__}: {exc}") from exc
