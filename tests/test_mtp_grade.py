@@ -71,19 +71,19 @@ def tih(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def nbh(tih):
+def asets(tih):
+    """Active sets of the Ti-H potential by (mode, parameters), fitted on first use."""
     from alkit.mtp.grade import ActiveSet
 
     pot, train = tih
-    return ActiveSet.fit(pot, train, SPECIES, mode="nbh")
+    cache: dict = {}
 
+    def get(mode: str = "nbh", parameters: str = "linear"):
+        if (mode, parameters) not in cache:
+            cache[mode, parameters] = ActiveSet.fit(pot, train, SPECIES, mode=mode, parameters=parameters)
+        return cache[mode, parameters]
 
-@pytest.fixture(scope="module")
-def cfg(tih):
-    from alkit.mtp.grade import ActiveSet
-
-    pot, train = tih
-    return ActiveSet.fit(pot, train, SPECIES, mode="cfg")
+    return get
 
 
 def sheared(atoms: Atoms, s: float = 0.25) -> Atoms:
@@ -101,14 +101,17 @@ def scaled(atoms: Atoms, f: float) -> Atoms:
 # ----------------------------------------------------------------------------------------------------------------
 # grading
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("parameters", ["linear", "all"])
 @pytest.mark.parametrize("mode", ["nbh", "cfg"])
-def test_training_structures_grade_at_most_one(tih, nbh, cfg, mode):
+def test_training_structures_grade_at_most_one(tih, asets, mode, parameters):
     pot, train = tih
-    aset = nbh if mode == "nbh" else cfg
+    aset = asets(mode, parameters)
     assert aset.mode == ("neighborhood" if mode == "nbh" else "configuration")
-    # all coefficients (radial ones included): the rows are rank deficient, regularised start
-    assert aset.algorithm == "maxvol-regularized"
-    assert aset.matrix.shape == (aset.n_parameters, aset.n_parameters) == (71, 71)
+    assert aset.parameters == parameters
+    if parameters == "linear":  # 5 moment + 2 species coefficients, full rank: motep's algorithm
+        assert aset.algorithm == "maxvol-qr" and aset.matrix.shape == (7, 7)
+    else:  # + 64 radial coefficients: always rank deficient (exact symmetries), regularised start
+        assert aset.algorithm == "maxvol-regularized" and aset.matrix.shape == (71, 71)
     g = aset.grade_many(train)
     assert g.shape == (len(train),)
     assert np.all(g <= 1.0 + 1e-6)
@@ -123,29 +126,53 @@ def test_training_structures_grade_at_most_one(tih, nbh, cfg, mode):
 
 
 @pytest.mark.parametrize("mode", ["nbh", "cfg"])
-def test_distorted_structures_grade_high(tih, nbh, cfg, mode):
+def test_distorted_structures_grade_high(tih, asets, mode):
     pot, train = tih
-    aset = nbh if mode == "nbh" else cfg
     x = train[30]
-    for y in (sheared(x, 0.25), scaled(x, 0.93), scaled(x, 1.15)):
-        assert aset.grade(y)[0] > 10.0
-    # in-distribution Ti8 cell (rattled and strained like the training data) stays near or below 1
-    assert aset.grade(scaled(train[5], 1.005))[0] < 3.0
+    distorted = (sheared(x, 0.25), scaled(x, 0.93), scaled(x, 1.15))
+    # all coefficients: every strong distortion is far outside the training span
+    assert min(asets(mode, "all").grade(y)[0] for y in distorted) > 10.0
+    # linear coefficients (7 of them at level 6): a smoother, weaker signal
+    lin = asets(mode, "linear")
+    g = [lin.grade(y)[0] for y in distorted]
+    assert max(g) > 1.5 and lin.grade(scaled(x, 0.85))[0] > 5.0
+    # an in-distribution Ti8 cell (rattled and strained like the training data) stays near or below 1
+    for parameters in ("linear", "all"):
+        assert asets(mode, parameters).grade(scaled(train[5], 1.005))[0] < 1.5
 
 
-def test_save_load_roundtrip(tih, nbh, cfg, tmp_path):
+def test_rows_match_motep_train_mode(tih, asets):
+    """alkit's site-energy Jacobian (run-mode engine + numpy radial derivatives) equals the rows motep's Grader
+    takes from its train-mode engine (jac_energies / jac_energy)."""
+    from motep.calculator import make_calculator
+
+    pot, train = tih
+    data = asets("nbh", "all").mtp_data
+    for atoms in (train[35], train[3], sheared(train[30], 0.1)):
+        calc = make_calculator(data, mode="train")
+        calc.engine.calculate(atoms)
+        ref_nbh = calc.engine.jac_energies(atoms).parameters.T
+        ref_cfg = calc.engine.jac_energy(atoms).parameters / len(atoms)
+        ours_nbh = asets("nbh", "all").rows(atoms)
+        ours_cfg = asets("cfg", "all").rows(atoms)[0]
+        np.testing.assert_allclose(ours_nbh, ref_nbh, rtol=1e-10, atol=1e-12 * np.abs(ref_nbh).max())
+        np.testing.assert_allclose(ours_cfg, ref_cfg, rtol=1e-10, atol=1e-12 * np.abs(ref_cfg).max())
+        np.testing.assert_allclose(asets("nbh", "linear").rows(atoms), ref_nbh[:, :7], rtol=1e-12)
+
+
+def test_save_load_roundtrip(tih, asets, tmp_path):
     from alkit.mtp.grade import ActiveSet
 
     pot, train = tih
     probe = train[20:30] + [sheared(train[30]), scaled(train[31], 0.95)]
     local = tmp_path / "pot.mtp"
     local.write_bytes(Path(pot).read_bytes())
-    for aset in (nbh, cfg):
+    for aset in (asets("nbh", "linear"), asets("cfg", "linear"), asets("nbh", "all")):
         aset = dataclasses.replace(aset, mtp_path=str(local), _engine=None, _inv=None, _data=None)
-        path = aset.save(tmp_path / f"{aset.mode}.als")
+        path = aset.save(tmp_path / f"{aset.mode}-{aset.parameters}.als")
         back = ActiveSet.load(path)  # finds the potential next to the file
         assert Path(back.mtp_path).resolve() == local.resolve()
-        assert back.mode == aset.mode and back.algorithm == aset.algorithm
+        assert (back.mode, back.parameters, back.algorithm) == (aset.mode, aset.parameters, aset.algorithm)
         np.testing.assert_array_equal(back.matrix, aset.matrix)
         np.testing.assert_array_equal(back.grade_many(probe), aset.grade_many(probe))
         np.testing.assert_array_equal(back.grade(probe[-1])[1], aset.grade(probe[-1])[1])
@@ -154,7 +181,7 @@ def test_save_load_roundtrip(tih, nbh, cfg, tmp_path):
     other.write_text(re.sub(r"(species_coeffs = \{)[^,]+", r"\g<1>0.0", local.read_text(), count=1))
     assert other.read_text() != local.read_text()
     with pytest.raises(InputError, match="different potential"):
-        ActiveSet.load(tmp_path / "neighborhood.als", mtp_path=other)
+        ActiveSet.load(tmp_path / "neighborhood-linear.als", mtp_path=other)
     bad = tmp_path / "bad.als"
     bad.write_text("not an active set")
     with pytest.raises(InputError, match="cannot read active-set file"):
@@ -199,16 +226,19 @@ def test_rank_deficient_and_singular_cases_do_not_crash(tih):
     from alkit.mtp.grade import ActiveSet
 
     pot, train = tih
-    # fewer configurations than parameters (configuration mode, early iteration)
-    few = ActiveSet.fit(pot, train[:3] + train[30:32], SPECIES, mode="cfg")
-    assert few.algorithm == "maxvol-regularized"
-    assert int((few.sources[:, 0] >= 0).sum()) == 5
-    assert np.all(few.grade_many(train[:3] + train[30:32]) <= 1 + 1e-6)
-    assert few.grade(train[10])[0] > 1.0
-    # Ti-only training data: every H column is zero; an H-containing structure is far out of the training span
-    ti_only = ActiveSet.fit(pot, train[:24], SPECIES, mode="nbh")
-    assert np.all(ti_only.grade_many(train[:24]) <= 1 + 1e-6)
-    assert ti_only.grade(train[30])[0] > 100.0
+    # fewer configurations than parameters (configuration mode, early iteration), both parameter sets
+    for parameters, p in (("linear", 7), ("all", 71)):
+        few = ActiveSet.fit(pot, train[:3] + train[30:32], SPECIES, mode="cfg", parameters=parameters)
+        assert few.algorithm == "maxvol-regularized" and few.matrix.shape == (p, p)
+        assert int((few.sources[:, 0] >= 0).sum()) == 5
+        assert np.all(few.grade_many(train[:3] + train[30:32]) <= 1 + 1e-6)
+        assert few.grade(train[10])[0] > 1.0
+    # Ti-only training data: the H species column is zero; an H-containing structure is far out of the span
+    for parameters in ("linear", "all"):
+        ti_only = ActiveSet.fit(pot, train[:24], SPECIES, mode="nbh", parameters=parameters)
+        assert ti_only.algorithm == "maxvol-regularized"
+        assert np.all(ti_only.grade_many(train[:24]) <= 1 + 1e-6)
+        assert ti_only.grade(train[30])[0] > 100.0
     # the same structure many times: rank 1 (configuration mode)
     same = ActiveSet.fit(pot, [train[0]] * 4, SPECIES, mode="cfg")
     assert int((same.sources[:, 0] >= 0).sum()) == 1
@@ -220,13 +250,13 @@ def test_rank_deficient_and_singular_cases_do_not_crash(tih):
     assert np.isfinite(g) and per_atom.shape == (len(train[0]),)
 
 
-def test_select_add(tih, nbh, cfg):
+def test_select_add(tih, asets):
     from alkit.mtp.grade import select_add
 
     pot, train = tih
     shear, comp, exp = sheared(train[30], 0.25), scaled(train[30], 0.93), scaled(train[30], 1.15)
     cands = [train[3].copy(), train[30].copy(), shear, comp, exp, shear.copy()]
-    for aset in (nbh, cfg):
+    for aset in (asets("nbh", "all"), asets("cfg", "all"), asets("cfg", "linear")):
         gam = aset.grade_many(cands)
         chosen = select_add(aset, cands, max_add=10, train=train)
         assert chosen, "extrapolative candidates must be selected"
@@ -246,10 +276,11 @@ def test_select_add(tih, nbh, cfg):
 # ----------------------------------------------------------------------------------------------------------------
 # bad input
 # ----------------------------------------------------------------------------------------------------------------
-def test_bad_input(tih, nbh, tmp_path):
+def test_bad_input(tih, asets, tmp_path):
     from alkit.mtp.grade import ActiveSet
 
     pot, train = tih
+    nbh = asets()
     with_o = train[0].copy()
     with_o.append("O")
     with_o.positions[-1] = [1.0, 1.0, 1.0]
@@ -258,15 +289,21 @@ def test_bad_input(tih, nbh, tmp_path):
     close = train[30].copy()
     h = int(np.where(close.numbers == 1)[0][0])
     ti = int(np.argmin(close.get_distances(h, list(range(8)), mic=True)))
-    close.positions[h] = close.positions[ti] + [0.9, 0.0, 0.0]
-    with pytest.raises(InputError, match="min_dist"):
+    close.positions[h] = close.positions[ti] + [0.4 * nbh.min_dist, 0.0, 0.0]
+    with pytest.raises(InputError, match="collapsed"):
         nbh.grade(close)
+    # a contact between half min_dist and min_dist is extrapolation: graded, not refused
+    near = train[30].copy()
+    near.positions[h] = near.positions[ti] + [0.8 * nbh.min_dist, 0.0, 0.0]
+    assert nbh.grade(near)[0] > 1.0
     with pytest.raises(InputError, match="empty"):
         ActiveSet.fit(pot, [], SPECIES)
     with pytest.raises(InputError, match="species_count"):
         ActiveSet.fit(pot, train[:3], ["Ti"])
     with pytest.raises(InputError, match="grading mode"):
         ActiveSet.fit(pot, train[:3], SPECIES, mode="atoms")
+    with pytest.raises(InputError, match="parameters"):
+        ActiveSet.fit(pot, train[:3], SPECIES, parameters="radial")
     corrupt = tmp_path / "corrupt.mtp"
     corrupt.write_text(Path(pot).read_text()[:400])
     with pytest.raises(InputError, match="corrupt.mtp"):
@@ -286,14 +323,14 @@ def test_cli_grade_and_select_add(tih, tmp_path, capsys):
     train_file = tmp_path / "train.extxyz"
     write(train_file, train)
     probe = tmp_path / "probe.extxyz"
-    write(probe, [train[1], sheared(train[30], 0.25), scaled(train[31], 0.93)])
+    write(probe, [train[1], scaled(train[31], 0.85), scaled(train[31], 1.3)])
     out = tmp_path / "graded.extxyz"
     als = tmp_path / "state.als"
     assert main(["mtp", "grade", str(pot), str(train_file), str(probe), "--out", str(out), "--als", str(als),
                  "--species", "Ti", "H"]) == 0
     graded = read(out, ":")
     assert len(graded) == 3
-    assert graded[0].info["gamma"] <= 1 + 1e-6 and graded[1].info["MV_grade"] > 10
+    assert graded[0].info["gamma"] <= 1 + 1e-6 and graded[1].info["MV_grade"] > 3
     assert graded[1].arrays["gamma"].shape == (len(graded[1]),)
     assert "graded 3 structures" in capsys.readouterr().out
     aset = ActiveSet.load(als, mtp_path=pot)
@@ -301,9 +338,10 @@ def test_cli_grade_and_select_add(tih, tmp_path, capsys):
 
     out_cfg = tmp_path / "graded_cfg.cfg"
     assert main(["mtp", "grade", str(pot), str(train_file), str(probe), "--out", str(out_cfg), "--mode", "cfg",
-                 "--als", str(tmp_path / "cfg.als"), "--species", "Ti", "H"]) == 0
+                 "--parameters", "all", "--als", str(tmp_path / "cfg.als"), "--species", "Ti", "H"]) == 0
     assert "MV_grade" in out_cfg.read_text()
-    assert ActiveSet.load(tmp_path / "cfg.als", mtp_path=pot).mode == "configuration"
+    cfg_set = ActiveSet.load(tmp_path / "cfg.als", mtp_path=pot)
+    assert (cfg_set.mode, cfg_set.parameters) == ("configuration", "all")
 
     new = tmp_path / "new.extxyz"
     assert main(["mtp", "select-add", str(pot), str(train_file), str(probe), "--out", str(new), "--max", "1",

@@ -18,16 +18,28 @@ def tih(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def aset(tih):
+    """Neighbourhood mode, linear coefficients (the default, and the driver's choice)."""
     from alkit.mtp.grade import ActiveSet
 
     pot, train = tih
     return ActiveSet.fit(pot, train, SPECIES, mode="nbh")
 
 
-def test_grading_calculator(tih, aset):
+@pytest.fixture(scope="module")
+def aset_all(tih):
+    """Neighbourhood mode, all coefficients (MLIP-2): a much more sensitive grade on this small training set."""
+    from alkit.mtp.grade import ActiveSet
+
+    pot, train = tih
+    return ActiveSet.fit(pot, train, SPECIES, mode="nbh", parameters="all")
+
+
+@pytest.mark.parametrize("parameters", ["linear", "all"])
+def test_grading_calculator(tih, aset, aset_all, parameters):
     from alkit.mtp.md import GradingMTPCalculator
 
     pot, train = tih
+    aset = aset if parameters == "linear" else aset_all
     atoms = train[31].copy()
     atoms.rattle(0.01, seed=3)
     calc = GradingMTPCalculator(aset)
@@ -51,9 +63,44 @@ def test_grading_calculator(tih, aset):
     plus.calc, minus.calc = GradingMTPCalculator(aset), GradingMTPCalculator(aset)
     fd = -(plus.get_potential_energy() - minus.get_potential_energy()) / (2 * h)
     assert f[i, 0] == pytest.approx(fd, abs=1e-5)
+    assert calc.last_min_distance == pytest.approx(min(atoms.get_distances(k, [j for j in range(len(atoms)) if j != k],
+                                                                            mic=True).min() for k in range(len(atoms))))
 
 
-def test_lammps_and_ase_agree_on_one_frame(tih, aset):
+def test_lammps_nve_trajectory_matches_ase(tih, aset):
+    """Same initial velocities, NVE: LAMMPS (fix nve + fix external) and ASE VelocityVerlet follow the same
+    trajectory; checks forces, units (velocities Å/ps vs ASE), the rotation into LAMMPS's frame and back."""
+    from ase import units
+    from ase.geometry import find_mic
+    from ase.md.verlet import VelocityVerlet
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    from alkit.mtp.lammps_engine import _System
+    from alkit.mtp.md import GradingMTPCalculator
+
+    pot, train = tih
+    start = train[35].copy()
+    start.calc = None
+    MaxwellBoltzmannDistribution(start, temperature_K=600, rng=np.random.default_rng(0))
+    Stationary(start)
+    ref = start.copy()
+    ref.calc = GradingMTPCalculator(aset, grade_next=False)
+    VelocityVerlet(ref, 0.5 * units.fs).run(100)
+    with _System(start, GradingMTPCalculator(aset, grade_next=False), timestep_fs=0.5, velocities=True) as sysm:
+        sysm.lmp.commands_list(["fix alkit_nve all nve", "run 100"])
+        x = np.array(sysm.lmp.numpy.extract_atom("x"), copy=True)
+        tag = np.array(sysm.lmp.numpy.extract_atom("id"), copy=True).astype(int).ravel()
+        frame = sysm.frame.copy()
+        frame.positions[tag - 1] = x
+        frame.set_cell(sysm.box(), scale_atoms=False)
+        back = sysm.to_ase(frame)
+    moved = find_mic(ref.positions - start.positions, ref.cell)[0]
+    diff = find_mic(back.positions - ref.positions, ref.cell)[0]
+    assert np.abs(moved).max() > 0.05  # the atoms did move
+    assert np.abs(diff).max() < 1e-6
+
+
+def test_lammps_and_ase_agree_on_one_frame(tih, aset_all):
     """Energy, forces (LAMMPS force array) and stress (LAMMPS virial pressure) through fix external equal the ASE
     calculator's, for the hcp cell and for the same lattice given by a strongly tilted basis."""
     from alkit.mtp.lammps_engine import lammps_single_point
@@ -66,9 +113,9 @@ def test_lammps_and_ase_agree_on_one_frame(tih, aset):
     c = frame.cell.array
     tilted.set_cell(np.array([c[0], c[1] + 2 * c[0], c[2] - c[1]]), scale_atoms=False)  # same lattice
     for atoms in (frame, tilted):
-        atoms.calc = GradingMTPCalculator(aset)
+        atoms.calc = GradingMTPCalculator(aset_all)
         e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        el, fl, sl = lammps_single_point(atoms, GradingMTPCalculator(aset))
+        el, fl, sl = lammps_single_point(atoms, GradingMTPCalculator(aset_all))
         assert el == pytest.approx(e, abs=1e-8)
         np.testing.assert_allclose(fl, f, atol=1e-8)
         np.testing.assert_allclose(sl, s, rtol=1e-6, atol=1e-9)
@@ -91,12 +138,13 @@ def test_stable_low_temperature_nvt(tih, aset, engine):
 
 
 @pytest.mark.parametrize("engine", ["ase", "lammps"])
-def test_hot_run_breaks_and_collects(tih, aset, engine):
+def test_hot_run_breaks_and_collects(tih, aset_all, engine):
     """At 3000 K gamma climbs; structures above gamma_select are collected and the run stops at the first step
     with gamma > gamma_break (for LAMMPS, the step at which fix halt ended the run)."""
     from alkit.mtp.md import run_mtp_md
 
     pot, train = tih
+    aset = aset_all
     res = run_mtp_md(train[0], pot, aset, SPECIES, temperature=3000, steps=400, gamma_select=2.0, gamma_break=10.0,
                      engine=engine, seed=0, scenario_id="hot")
     assert not res.stable and res.stop_reason == "gamma"
@@ -130,22 +178,23 @@ def test_perturbed_start_breaks_at_step_zero(tih, aset):
     from alkit.mtp.md import run_mtp_md
 
     pot, train = tih
-    start = sheared(train[33], 0.25)
+    start = scaled(train[33], 0.85)
     res = run_mtp_md(start, pot, aset, SPECIES, temperature=300, steps=100, engine="lammps")
     assert not res.stable and res.stop_reason == "gamma" and res.steps_done == 0
     assert len(res.collected) == 1 and res.collected[0].info["step"] == 0 and res.collected[0].info["gamma"] > 3
 
 
-def test_blowup_stops_unstable(tih, aset):
-    """With the grade ignored (huge thresholds) a 5000 K run drives atoms below the potential's min_dist."""
+@pytest.mark.parametrize("engine", ["ase", "lammps"])
+def test_blowup_stops_unstable(tih, aset, engine):
+    """With the grade ignored (huge thresholds) a 50000 K run collapses atoms below half the potential's min_dist."""
     from alkit.mtp.md import run_mtp_md
 
     pot, train = tih
-    res = run_mtp_md(train[35], pot, aset, SPECIES, temperature=5000, steps=300, gamma_select=1e29,
-                     gamma_break=1e30, seed=0)
+    res = run_mtp_md(train[35], pot, aset, SPECIES, temperature=50000, steps=300, gamma_select=1e29,
+                     gamma_break=1e30, seed=0, max_temperature_factor=1e6, engine=engine)
     assert not res.stable
     assert res.stop_reason.startswith("blowup") and "closer than" in res.stop_reason
-    assert res.steps_done < 300 and res.collected == []
+    assert 0 < res.steps_done < 300 and res.collected == []
 
 
 def test_bad_input(tih, aset, tmp_path):
@@ -155,8 +204,8 @@ def test_bad_input(tih, aset, tmp_path):
     pot, train = tih
     close = train[30].copy()
     h = int(np.where(close.numbers == 1)[0][0])
-    close.positions[h] = close.positions[0] + [1.0, 0.0, 0.0]
-    with pytest.raises(InputError, match="min_dist"):
+    close.positions[h] = close.positions[0] + [0.4 * aset.min_dist, 0.0, 0.0]
+    with pytest.raises(InputError, match="collapsed"):
         run_mtp_md(close, pot, aset, SPECIES, 300, 10)
     with_o = train[0].copy()
     with_o.append("O")
@@ -183,6 +232,7 @@ def test_bad_input(tih, aset, tmp_path):
 
 
 def test_cli_md(tih, tmp_path, capsys):
+    """`alkit mtp grade --parameters all` writes the active set that `alkit mtp md` then monitors with."""
     from alkit.cli import main
 
     pot, train = tih
@@ -191,7 +241,7 @@ def test_cli_md(tih, tmp_path, capsys):
     write(start, [train[0], scaled(train[2], 1.0)])
     als = tmp_path / "state.als"
     assert main(["mtp", "grade", str(pot), str(train_file), str(start), "--out", str(tmp_path / "g.extxyz"),
-                 "--als", str(als), "--species", "Ti", "H"]) == 0
+                 "--als", str(als), "--species", "Ti", "H", "--parameters", "all"]) == 0
     out = tmp_path / "collected.extxyz"
     assert main(["mtp", "md", str(pot), str(start), "--als", str(als), "--temperature", "3000", "--steps", "400",
                  "--gamma-select", "2", "--gamma-break", "10", "--engine", "lammps", "--out", str(out)]) == 0

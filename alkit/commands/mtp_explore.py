@@ -51,11 +51,11 @@ def _active_set(args, pot: Path, species):
     from alkit.mtp.grade import ActiveSet
 
     train = _read(args.train, species)
-    aset = ActiveSet.fit(pot, train, species, mode=args.mode)
+    aset = ActiveSet.fit(pot, train, species, mode=args.mode, parameters=args.parameters)
     als = Path(args.als) if args.als else _default_als(pot)
     aset.save(als)
-    print(f"active set ({aset.mode} mode, {aset.algorithm}) from {len(train)} training structures "
-          f"({aset.n_rows} rows, {aset.n_parameters} parameters) -> {als}")
+    print(f"active set ({aset.mode} mode, {aset.parameters} coefficients, {aset.algorithm}) from {len(train)} "
+          f"training structures ({aset.n_rows} rows, {aset.n_parameters} parameters) -> {als}")
     return aset, train
 
 
@@ -134,6 +134,9 @@ def register(mtp_sub) -> None:
                            help="grade per atomic neighbourhood (nbh, default) or per configuration (cfg)")
             p.add_argument("--als", default=None,
                            help="where to write the active set (default: POT.als next to the potential)")
+            p.add_argument("--parameters", default="linear", choices=["linear", "all"],
+                           help="linearise in the linear coefficients (default) or in all, radial ones included "
+                                "(MLIP-2)")
 
     p = mtp_sub.add_parser("grade", help="extrapolation grade (MaxVol gamma) of structures, like MLIP-2 calc-grade",
                            description="Build the MaxVol active set of POT.mtp from TRAIN, save it (--als), and "

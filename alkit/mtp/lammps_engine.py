@@ -231,8 +231,6 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
     Returns (step at which the run stopped, reason: ``"completed"``, ``"gamma"`` or ``"blowup: ..."``).
     """
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-    from ase.neighborlist import neighbor_list
-
     from alkit.mtp.md import GradingMTPCalculator
 
     atoms = atoms.copy()
@@ -241,7 +239,7 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
     if len(atoms) > 1:
         Stationary(atoms)
     calc = GradingMTPCalculator(active_set, grade_next=True)
-    min_dist = active_set.min_dist
+    min_dist = active_set.collapse_distance
     state: dict = {"reason": None, "step": None}
 
     def on_eval(step: int, frame: Atoms, res: dict) -> bool:
@@ -251,9 +249,9 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
         if not (np.isfinite(res["energy"]) and np.all(np.isfinite(res["forces"])) and np.all(np.isfinite(frame.positions))):
             state.update(reason="blowup: non-finite energy, forces or positions", step=step)
             return True
-        d = neighbor_list("d", frame, min_dist) if min_dist > 0 else ()
-        if len(d):
-            state.update(reason=f"blowup: atoms closer than {min_dist} Å ({float(np.min(d)):.3f} Å)", step=step)
+        dmin = calc.last_min_distance
+        if dmin < min_dist:
+            state.update(reason=f"blowup: atoms closer than {min_dist:.3f} Å ({dmin:.3f} Å)", step=step)
             return True
         stop = False
         if "gamma" in res and calc.grade_next:

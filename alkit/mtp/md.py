@@ -32,7 +32,6 @@ from alkit.mtp.grade import (
     ActiveSet,
     check_atoms,
     file_sha256,
-    make_grading_engine,
     normalize_species,
 )
 
@@ -64,12 +63,13 @@ class ExploreResult:
 
 
 class GradingMTPCalculator(Calculator):
-    """ASE calculator of an MTP (motep's C engine) that also grades every evaluation against an active set.
+    """ASE calculator of an MTP (motep's C engine) that also grades its evaluations against an active set.
 
     When ``grade_next`` is True (default) an evaluation returns ``energy``, ``free_energy``, ``energies``,
-    ``forces``, ``stress`` and ``gamma`` (float) / ``gammas`` (per atom) from one pass of motep's engine; when it
-    is False, the cheaper run-mode engine is used and no grade is returned. MD drivers toggle ``grade_next`` to
-    grade every k-th step.
+    ``forces``, ``stress`` and ``gamma`` (float) / ``gammas`` (per atom); the grade reuses the engine's pass (basis
+    values, neighbour vectors) and adds only the basis rows and one product with the inverse active set. When it
+    is False no grade is computed. MD drivers toggle ``grade_next`` to grade every k-th step.
+    ``last_min_distance`` is the shortest interatomic distance of the last evaluation (for blow-up checks).
     """
 
     implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
@@ -79,13 +79,9 @@ class GradingMTPCalculator(Calculator):
         self.active_set = active_set
         self.grade_next = bool(grade_next)
         self.check = bool(check)
-        self._run_engine = None
         self._checked_numbers: bytes | None = None
+        self.last_min_distance = float("inf")
 
-    def _engine_run(self):
-        if self._run_engine is None:
-            self._run_engine = make_grading_engine(self.active_set.mtp_data, "linear")  # motep run mode
-        return self._run_engine
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
@@ -95,18 +91,17 @@ class GradingMTPCalculator(Calculator):
             check_atoms(a, self.active_set.species, 0.0)
             self._checked_numbers = key
         aset = self.active_set
+        gamma = gammas = None
         if self.grade_next:
             res: dict = {}
-            rows = aset.rows(a, results=res)
-            g = aset.gamma_of_rows(rows)
+            g = aset.gamma_of_rows(aset.rows(a, results=res))
             if aset.mode == NEIGHBORHOOD:
                 gamma, gammas = float(g.max()), g
             else:
                 gamma, gammas = float(g[0]), np.full(len(a), float(g[0]))
         else:
-            r = self._engine_run().calculate(a)
-            res = {k: np.array(v, copy=True) for k, v in r.items()}
-            gamma = gammas = None
+            res = {k: np.array(v, copy=True) for k, v in aset.engine.calculate(a).items()}
+        self.last_min_distance = float(aset.engine.last_min_distance)
         out = {
             "energy": float(res["energy"]),
             "free_energy": float(res["energy"]),
@@ -269,7 +264,7 @@ def collapse_distance(aset: ActiveSet) -> float:
     the grade flags (the structure is collected); stopping there as a "blow-up" would lose the structure that
     AL needs (seen on Ti-H: runs stopped at a 1.44 Å Ti-H contact with min_dist 1.47 Å and gamma 2.3).
     """
-    return 0.5 * float(aset.min_dist)
+    return aset.collapse_distance
 
 
 def _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pressure_gpa, seed, grade_every,
