@@ -98,9 +98,10 @@ def test_lls_fit_writes_a_legacy_mtp_that_motep_reads(lls_fit, labelled):
     assert "potential_tag = alkit_L06_Ti_H" in text
     data = read_mtp(res.mtp_path)
     assert fit.is_trained(data) and data.species_count == 2
-    # min_dist from the data (rounded down to 0.01 Å), cutoff from the configuration
+    # min_dist from the data (0.9 x the shortest distance, rounded down to 0.01 Å), cutoff from the configuration
     dmin = min(min_distance(a) for a in labelled[:24])
-    assert res.min_dist == pytest.approx(np.floor(dmin * 100) / 100) and data.radial_basis.min == res.min_dist
+    assert res.min_dist == pytest.approx(np.floor(dmin * fit.MIN_DIST_MARGIN * 100) / 100)
+    assert data.radial_basis.min == res.min_dist
     assert data.radial_basis.max == 5.0
     for m in (res.train_metrics, res.valid_metrics):
         assert m["n_structures"] in (24, 6)

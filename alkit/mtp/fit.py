@@ -355,7 +355,8 @@ def train_mtp(
     ``initial``: start from an existing ``.mtp`` (untrained level file, or a trained potential to warm-start across
     active-learning iterations); its basis and cutoff are kept and ``level``/``cutoff``/``radial_basis_size`` are
     ignored. Without it a level-``level`` potential with cutoff ``cutoff`` is generated. ``min_dist`` of the radial
-    basis is always set from the data (shortest distance in ``train``, rounded down to 0.01 Å).
+    basis is always set from the data: ``MIN_DIST_MARGIN`` (0.9) x the shortest distance in ``train``, rounded down to
+    0.01 Å.
     ``weights`` = (energy, forces, stress) loss weights (energies per atom, as in motep/MLIP-2).
     """
     from motep.io.mlip.mtp import read_mtp, write_mtp
