@@ -195,6 +195,10 @@ def test_blowup_stops_unstable(tih, aset, engine):
     assert not res.stable
     assert res.stop_reason.startswith("blowup") and "closer than" in res.stop_reason
     assert 0 < res.steps_done < 300 and res.collected == []
+    # the runaway-temperature check of both engines (a factor below 1 trips it at once)
+    res = run_mtp_md(train[0], pot, aset, SPECIES, temperature=300, steps=50, max_temperature_factor=0.5,
+                     engine=engine)
+    assert not res.stable and "runaway temperature" in res.stop_reason and res.steps_done <= 2
 
 
 def test_bad_input(tih, aset, tmp_path):

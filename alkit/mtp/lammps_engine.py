@@ -225,10 +225,13 @@ def lammps_single_point(atoms: Atoms, calc) -> tuple[float, np.ndarray, np.ndarr
 
 def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: int, ensemble: str = "nvt",
                   timestep_fs: float = 0.5, pressure_gpa: float = 0.0, seed: int = 0,
-                  grade_every: int = 1) -> tuple[int, str]:
+                  grade_every: int = 1, max_temperature_factor: float = 5.0) -> tuple[int, str]:
     """Run MTP MD in LAMMPS, feeding graded frames to ``monitor`` (:class:`alkit.mtp.md.GammaMonitor`).
 
-    Returns (step at which the run stopped, reason: ``"completed"``, ``"gamma"`` or ``"blowup: ..."``).
+    Blow-ups (same checks as :func:`alkit.md.run_md`): non-finite energy/forces/positions, atoms closer than the
+    active set's collapse distance, kinetic temperature above ``max_temperature_factor`` x target, or LAMMPS itself
+    failing mid-run (e.g. lost atoms). Returns (step at which the run stopped, reason: ``"completed"``, ``"gamma"``
+    or ``"blowup: ..."``).
     """
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from alkit.mtp.md import GradingMTPCalculator
@@ -241,6 +244,10 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
     calc = GradingMTPCalculator(active_set, grade_next=True)
     min_dist = active_set.collapse_distance
     state: dict = {"reason": None, "step": None}
+    masses = atoms.get_masses()
+    # kinetic energy in eV from LAMMPS metal velocities (Å/ps) and masses (g/mol): 0.5 m v^2 * mvv2e
+    mvv2e = (1.0 / (1000.0 * units.fs)) ** 2  # (Å/ps)^2 * amu -> eV, ASE's unit system
+    t_max = float(max_temperature_factor) * float(temperature) if max_temperature_factor else float("inf")
 
     def on_eval(step: int, frame: Atoms, res: dict) -> bool:
         if step == 0:  # setup call; step 0 was graded by run_mtp_md
@@ -253,6 +260,15 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
         if dmin < min_dist:
             state.update(reason=f"blowup: atoms closer than {min_dist:.3f} Å ({dmin:.3f} Å)", step=step)
             return True
+        if np.isfinite(t_max):
+            v = np.asarray(sysm.lmp.numpy.extract_atom("v"))[: len(masses)]
+            tags = np.asarray(sysm.lmp.numpy.extract_atom("id")).ravel()[: len(masses)].astype(int) - 1
+            ekin = 0.5 * float((masses[tags, None] * v**2).sum()) * mvv2e
+            t_kin = 2.0 * ekin / (3.0 * len(masses) * units.kB)
+            if not np.isfinite(t_kin) or t_kin > t_max:
+                state.update(reason=f"blowup: runaway temperature {t_kin:.0f} K > {max_temperature_factor:g} x "
+                                    f"{temperature:g} K", step=step)
+                return True
         stop = False
         if "gamma" in res and calc.grade_next:
             stop = monitor.observe(step, sysm.to_ase(frame), res["gamma"], res["gammas"], res.get("energy"))
@@ -276,11 +292,19 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
         sysm.lmp.commands_list(fixes + [
             f"variable alkit_stop equal f_{FIX_ID}[2]",
             "fix alkit_halt all halt 1 v_alkit_stop > 0.5 error continue",
-            f"run {int(steps)}",
         ])
+        lammps_error = None
+        try:
+            sysm.lmp.command(f"run {int(steps)}")
+        except Exception as exc:  # LAMMPS raises a plain Exception ("ERROR: Lost atoms ...")
+            lammps_error = exc
         if sysm.error is not None:
             raise sysm.error
         last = int(sysm.lmp.extract_global("ntimestep"))
+    if lammps_error is not None and state["reason"] is None:
+        msg = str(lammps_error).splitlines()[0] if str(lammps_error) else type(lammps_error).__name__
+        log.info("LAMMPS failed at step %d: %s", last, msg)
+        return last, f"blowup: LAMMPS error: {msg}"
     if state["reason"] is not None:
         if last != state["step"]:  # fix halt stops at the end of the step whose callback raised the flag
             log.warning("LAMMPS stopped at step %d, the stop condition was met at step %d", last, state["step"])

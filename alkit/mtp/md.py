@@ -244,6 +244,7 @@ def run_mtp_md(
         steps_done, reason = run_lammps_md(
             atoms, aset, monitor, temperature=temperature, steps=steps, ensemble=ensemble, timestep_fs=timestep_fs,
             pressure_gpa=pressure_gpa, seed=seed, grade_every=grade_every,
+            max_temperature_factor=max_temperature_factor,
         )
     else:
         steps_done, reason = _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pressure_gpa,
