@@ -28,6 +28,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers, chemical_symbols
 
+from motep.calculator import MTP as MotepMTP
+
 from alkit.errors import ConfigError, InputError
 from alkit.mtp.levels import generate_mtp, make_tag, parse_tag
 
@@ -457,8 +459,8 @@ def train_mtp(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class MTPCalculator(Calculator):
-    """ASE calculator around motep's MTP engine, safe for Atoms of varying size and species.
+class MTPCalculator(MotepMTP):
+    """ASE calculator: motep's :class:`motep.calculator.MTP`, made safe for Atoms of varying size and species.
 
     Checks every structure: elements the potential does not know -> ``InputError``; atoms closer than the potential's
     ``min_dist`` -> ``InputError`` (``on_close_atoms='error'``), a log warning (``'warn'``) or nothing (``'ignore'``).
@@ -468,19 +470,15 @@ class MTPCalculator(Calculator):
 
     def __init__(self, mtp_data, species: Sequence[str], on_close_atoms: str = "error", engine: str = "cext",
                  label: str = "MTP", **kwargs):
-        super().__init__(label=label, **kwargs)
-        from motep.calculator import make_mtp_engine
-
         if on_close_atoms not in ("error", "warn", "ignore"):
             raise ConfigError(f"on_close_atoms must be 'error', 'warn' or 'ignore', not {on_close_atoms!r}")
-        self.mtp_data = mtp_data
         self.species = list(species)
+        mtp_data.species = [atomic_numbers[s] for s in self.species]
+        super().__init__(mtp_data, engine=engine, mode="run", label=label, **kwargs)
+        self.mtp_data = mtp_data
         self.on_close_atoms = on_close_atoms
         self.min_dist = float(mtp_data.radial_basis.min)
         self.cutoff = float(mtp_data.radial_basis.max)
-        mtp_data.species = [atomic_numbers[s] for s in self.species]
-        self._engine_cls = make_mtp_engine(engine)
-        self.engine = self._engine_cls(mtp_data, mode="run")
         self._signature = None
         self._allowed = set(mtp_data.species.tolist())
 
@@ -502,7 +500,7 @@ class MTPCalculator(Calculator):
             log.warning(msg)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
+        Calculator.calculate(self, atoms, properties, system_changes)
         atoms = self.atoms
         if len(atoms) == 0:
             raise InputError("cannot evaluate an MTP on a structure without atoms")
