@@ -80,7 +80,7 @@ def bench_md(model_dir, steps: int) -> None:
                   f"{1000 * dc / steps:>12.1f} {steps / dc:>12.2f} {calls:>20.2f}")
 
 
-def bench_pool(model_dir, steps: int) -> None:
+def bench_pool(model_dir, steps: int, kinds=("process", "dask")) -> None:
     from alkit.executors import make_executor
     from alkit.pool import run_pool
     from alkit.scenarios import Scenario
@@ -94,7 +94,7 @@ def bench_pool(model_dir, steps: int) -> None:
           "second of the MD threads x 2 workers)")
     print(f"{'executor':<10} {'wall s':>7} {'snapshots/s':>12} {'steps/s':>8} {'MD wall snap/s':>15} "
           f"{'MD CPU snap/s':>14}")
-    for kind in ("process", "dask"):
+    for kind in kinds:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             with make_executor(kind, n_workers=2) as ex:
@@ -116,6 +116,8 @@ def main() -> None:
     ap.add_argument("--memory-gb", type=float, default=6.0, help="address-space limit of this process")
     ap.add_argument("--skip-md", action="store_true")
     ap.add_argument("--skip-pool", action="store_true")
+    ap.add_argument("--executors", nargs="+", default=["process", "dask"], choices=["process", "dask", "serial"],
+                    help="executors to compare, in this order")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import distributed  # noqa: F401  (configures its loggers on import; quieten them afterwards)
@@ -125,7 +127,7 @@ def main() -> None:
     if not args.skip_md:
         bench_md(args.model_dir, args.md_steps)
     if not args.skip_pool:
-        bench_pool(args.model_dir, args.pool_steps)
+        bench_pool(args.model_dir, args.pool_steps, args.executors)
 
 
 if __name__ == "__main__":
