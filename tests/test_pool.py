@@ -121,7 +121,7 @@ def test_pool_streams_snapshots_and_skips_finished(tmp_path):
 
 def test_killed_campaign_keeps_frames_and_resumes(tmp_path):
     scen = [Scenario("short", cu(), 300, ensemble="nvt", steps=20, snapshot_interval=10),
-            Scenario("long", cu(), 300, ensemble="nvt", steps=1500, snapshot_interval=10)]
+            Scenario("long", cu(), 300, ensemble="nvt", steps=800, snapshot_interval=10)]
     sfile = tmp_path / "scen.json"
     save_scenarios(sfile, scen)
     out = tmp_path / "pool"
@@ -151,7 +151,7 @@ def test_killed_campaign_keeps_frames_and_resumes(tmp_path):
     rep = run_pool(sfile, out, potential=EMT, executor="serial", progress=False)
     assert rep.ran == ["long"] and rep.skipped == ["short"]
     steps = [f.info["step"] for f in load_pool(out, ["long"])]
-    assert steps == list(range(10, 1501, 10))
+    assert steps == list(range(10, 801, 10))
     assert scenario_paths(out, "short")["frames"].stat().st_mtime_ns == short_mtime
     assert not progress.exists()
 
@@ -249,3 +249,4 @@ def test_cli_pool_and_summary(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli_main(["pool", str(sfile), "--out", str(out), "--potential", "nonsense"]) == 2
     assert "unknown potential" in capsys.readouterr().err
+
