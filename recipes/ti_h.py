@@ -35,12 +35,12 @@ def build(preset: str, mode: str) -> ALConfig:
             executor="dask", n_workers=32,
         )
     if preset == "quick":
-        pool = ti_h_scenarios("quick", steps=400, snapshot_interval=10)
-        explore = ti_h_scenarios("quick", steps=2000, snapshot_interval=100)
+        pool = ti_h_scenarios("quick", steps=300, snapshot_interval=10)
+        explore = ti_h_scenarios("quick", steps=500, snapshot_interval=100)
         return ALConfig(
             name="ti_h-quick", species=["Ti", "H"], scenarios=explore, pool_scenarios=pool, mode=mode,
             pool_potential="m3gnet", encoder="m3gnet", n_clusters=60, k=1,
-            labeller="chgnet", mtp_level=8, cutoff=5.0, loss_weights=(1.0, 0.01, 0.0), bfgs_maxiter=200,
+            labeller="chgnet", mtp_level=8, cutoff=5.0, loss_weights=(1.0, 0.01, 0.0), bfgs_maxiter=20,
             gamma_select=3.0, gamma_break=3.0, explore_engine="ase", al_budget=15, max_iterations=12,
             max_collect_per_scenario=10, executor="process", n_workers=2,
         )
@@ -50,7 +50,7 @@ def build(preset: str, mode: str) -> ALConfig:
         explore = ti_h_scenarios("tiny", steps=100, snapshot_interval=10, **small)
         return ALConfig(
             name="ti_h-tiny", species=["Ti", "H"], scenarios=explore, pool_scenarios=pool, mode=mode,
-            pool_potential="m3gnet", encoder="m3gnet", n_clusters=12, k=1,
+            pool_potential="m3gnet", encoder="m3gnet", n_clusters=4, k=1,
             labeller="chgnet", mtp_level=6, cutoff=5.0, bfgs_maxiter=0,
             gamma_select=3.0, gamma_break=3.0, explore_engine="ase", al_budget=8, max_iterations=6,
             max_collect_per_scenario=5, executor="serial", n_workers=1,

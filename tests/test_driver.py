@@ -98,7 +98,7 @@ def _check_campaign(run: Path, summary: dict, mode: str) -> None:
     iters = read_events(run, "iteration_done")
     assert len(iters) == summary["iterations_done"] >= 1
     last = iters[-1]
-    assert last["n_stable"] == last["n_scenarios"] == 7
+    assert last["n_stable"] == last["n_scenarios"] == 4
     assert all(v == 1.0 for v in last["stable_by_temperature"].values())
     # cumulative labels never decrease and equal the store's count at the end
     cum = [e["labels_cumulative"] for e in iters]
@@ -123,10 +123,13 @@ def test_direct_seeded_campaign_reaches_all_stable(tmp_path, model_dir):
     _check_campaign(run, summary, "direct")
     assert summary["pool"] > 0
     direct = read_events(run, "direct_fitted")[0]
-    assert direct["n_pcs"] >= 1 and direct["n_selected"] == 12
+    assert direct["n_pcs"] >= 1 and direct["n_selected"] == 4
     assert (run / "direct" / "pcs.npz").is_file()
     seeds = read_events(run, "labels")[0]
-    assert seeds["added"] + seeds["failed"] == 12
+    assert seeds["added"] + seeds["failed"] == 4
+    # the seed alone is not enough here: at least one AL iteration re-selected through the fitted DIRECT sampler
+    assert summary["iterations_done"] >= 2
+    assert any(e["stage"] == "select" for e in read_events(run, "stage"))
     # re-running a finished campaign does no new work and changes nothing
     n_events = len(read_events(run))
     again = ActiveLearningDriver(tiny("direct", model_dir=str(model_dir)), run).run()
@@ -142,7 +145,7 @@ def test_scratch_campaign_reaches_all_stable(tmp_path):
     _check_campaign(run, summary, "scratch")
     assert summary["pool"] == 0  # from scratch needs no pool
     seeds = read_events(run, "labels")[0]
-    assert seeds["added"] + seeds["failed"] == 7  # the seven starting structures
+    assert seeds["added"] + seeds["failed"] == 4  # the four starting structures
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -156,7 +159,8 @@ def test_labeller_failures_are_survived(tmp_path):
                max_iterations=2)
     summary = ActiveLearningDriver(cfg, tmp_path / "run").run()
     assert summary["failed"] >= 2  # the two 8-atom Ti starting cells
-    assert summary["labelled"] >= 5
+    assert summary["labelled"] >= 2  # the two Ti8H2 cells, then whatever AL added
+    assert read_events(tmp_path / "run", "fit")  # the campaign went on to fit a potential without the failures
     labels = read_events(tmp_path / "run", "labels")
     assert labels[0]["failed"] >= 2
     assert summary["iterations_done"] >= 1
