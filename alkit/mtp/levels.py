@@ -141,22 +141,40 @@ def _multigraphs(vertices: tuple[Vertex, ...]) -> list[dict[tuple[int, int], int
 
 def connected_graphs(level: int, max_tensors: int = MAX_TENSORS) -> list[Graph]:
     """Every connected contraction graph (a scalar basis function that is not a product) of level <= ``level``."""
-    tensors = [(mu, nu) for mu in range(level) for nu in range(level) if tensor_level(mu, nu) <= level]
+    tensors = sorted((mu, nu) for mu in range(level) for nu in range(level) if tensor_level(mu, nu) <= level)
     found: set[Graph] = set()
-    for n in range(1, max_tensors + 1):
-        for combo in itertools.combinations_with_replacement(sorted(tensors), n):
-            if sum(tensor_level(*v) for v in combo) > level:
-                continue
-            if n == 1:
-                if combo[0][1] == 0:
-                    found.add(Graph(combo, ()))
-                continue
-            if sum(nu for _, nu in combo) % 2:
-                continue
-            for edges in _multigraphs(combo):
-                if _connected(n, edges):
-                    found.add(_canonical(combo, edges))
+    for combo in _tensor_multisets(tensors, level, max_tensors):
+        n = len(combo)
+        if n == 1:
+            if combo[0][1] == 0:
+                found.add(Graph(combo, ()))
+            continue
+        if sum(nu for _, nu in combo) % 2:
+            continue
+        for edges in _multigraphs(combo):
+            if _connected(n, edges):
+                found.add(_canonical(combo, edges))
     return sorted(found, key=lambda g: (g.level, len(g.vertices), g.vertices, g.edges))
+
+
+def _tensor_multisets(tensors: list[Vertex], level: int, max_tensors: int) -> list[tuple[Vertex, ...]]:
+    """Sorted multisets of 1..max_tensors tensors whose levels add up to at most ``level``."""
+    out: list[tuple[Vertex, ...]] = []
+
+    def rec(start: int, chosen: list[Vertex], budget: int) -> None:
+        if chosen:
+            out.append(tuple(chosen))
+        if len(chosen) == max_tensors:
+            return
+        for k in range(start, len(tensors)):
+            lev = tensor_level(*tensors[k])
+            if lev <= budget:
+                chosen.append(tensors[k])
+                rec(k, chosen, budget - lev)
+                chosen.pop()
+
+    rec(0, [], level)
+    return out
 
 
 def scalar_products(level: int, max_tensors: int = MAX_TENSORS) -> list[tuple[Graph, ...]]:
@@ -186,6 +204,8 @@ def scalar_products(level: int, max_tensors: int = MAX_TENSORS) -> list[tuple[Gr
 # A tensor during contraction: its free legs are grouped by (vertex, neighbour vertex); legs in one group belong to
 # one symmetric moment tensor and are interchangeable, so a component is indexed by one power triple per group.
 GroupKey = tuple[int, int]
+#: Ids of moments a dry run would create start here (above any real id, so pairs sort the same way).
+_PROVISIONAL = 1 << 40
 
 
 @dataclass
@@ -210,7 +230,7 @@ class _Registry:
             return self.by_key[key]
         if overlay is not None:
             if key not in overlay:
-                overlay[key] = ("new", len(overlay))
+                overlay[key] = _PROVISIONAL + len(overlay)
             return overlay[key]
         k = self.n_moments
         self.n_moments += 1
@@ -264,9 +284,9 @@ def _contract(x: _Tensor, y: _Tensor, reg: _Registry, overlay: dict | None) -> t
                 w *= multinomial(p)
             a = x.comps[tuple(xi)]
             b = y.comps[tuple(yi)]
-            pair = (a, b) if _order(a) <= _order(b) else (b, a)
+            pair = (a, b) if a <= b else (b, a)
             acc[pair] = acc.get(pair, 0) + w
-        key = tuple(sorted(acc.items(), key=lambda kv: (_order(kv[0][0]), _order(kv[0][1]))))
+        key = tuple(sorted(acc.items()))
         before = len(overlay) if overlay is not None else reg.n_moments
         comps[free_combo] = reg.get(key, overlay)
         after = len(overlay) if overlay is not None else reg.n_moments
@@ -275,11 +295,7 @@ def _contract(x: _Tensor, y: _Tensor, reg: _Registry, overlay: dict | None) -> t
     return _Tensor(x.vertices | y.vertices, tuple(free), comps), n_entries
 
 
-def _order(k) -> tuple:
-    """Sort key for real moment ids (ints) and provisional ones (('new', n)) during a dry run."""
-    return (0, k) if isinstance(k, int) else (1, k[1])
-
-
+@lru_cache(maxsize=None)
 def _plans(n: int) -> list[list[tuple[frozenset, frozenset]]]:
     """Every sequence of pairwise merges that joins ``n`` clusters into one."""
     out = []
@@ -299,11 +315,10 @@ def _plans(n: int) -> list[list[tuple[frozenset, frozenset]]]:
     return out
 
 
-def _run_plan(graph: Graph, plan, reg: _Registry, overlay: dict | None) -> tuple[int, int] | None:
-    """Evaluate a merge plan. Returns (new moments, new entries) and the scalar id; None if a merge is not a
-    contraction (two clusters without a shared edge)."""
-    edges = dict(graph.edges)
-    tensors = {frozenset([v]): _basic_tensor(v, graph.vertices[v], edges, reg) for v in range(len(graph.vertices))}
+def _run_plan(graph: Graph, plan, reg: _Registry, overlay: dict | None, basic: dict) -> tuple[int, int] | None:
+    """Evaluate a merge plan. Returns (new entries, scalar id); None if a merge is not a contraction (two clusters
+    without a shared edge)."""
+    tensors = dict(basic)
     n_entries = 0
     for a, b in plan:
         x, y = tensors.pop(a), tensors.pop(b)
@@ -320,17 +335,19 @@ def _scalar_of_graph(graph: Graph, reg: _Registry) -> int:
     if len(graph.vertices) == 1:
         mu, _ = graph.vertices[0]
         return reg.basic_ids[(mu, (0, 0, 0))]
+    edges = dict(graph.edges)
+    basic = {frozenset([v]): _basic_tensor(v, graph.vertices[v], edges, reg) for v in range(len(graph.vertices))}
     best = None
     for plan in _plans(len(graph.vertices)):
         overlay: dict = {}
-        res = _run_plan(graph, plan, reg, overlay)
+        res = _run_plan(graph, plan, reg, overlay, basic)
         if res is None:
             continue
         cost = (len(overlay), res[0])
         if best is None or cost < best[0]:
             best = (cost, plan)
     assert best is not None, graph
-    _, sid = _run_plan(graph, best[1], reg, None)
+    _, sid = _run_plan(graph, best[1], reg, None, basic)
     return sid
 
 
