@@ -250,3 +250,31 @@ def test_cli_pool_and_summary(tmp_path, capsys):
     assert cli_main(["pool", str(sfile), "--out", str(out), "--potential", "nonsense"]) == 2
     assert "unknown potential" in capsys.readouterr().err
 
+
+def test_downsample_per_trajectory_with_direct(tmp_path):
+    from alkit.encode import LocalDescriptorEncoder
+    from alkit.pool import downsample
+
+    scen = [Scenario("long-a", cu(), 900, ensemble="nvt", steps=80, snapshot_interval=2),
+            Scenario("long-b", cu(), 300, ensemble="npt", steps=80, snapshot_interval=2),
+            Scenario("short", cu(), 600, ensemble="nvt", steps=6, snapshot_interval=2)]
+    run_pool(scen, tmp_path, potential=EMT, executor="serial", progress=False)
+    frames = load_pool(tmp_path)
+    assert [len(v) for v in frames_by_id(frames).values()] == [40, 40, 3]
+    encoder = LocalDescriptorEncoder(cutoff=4.0, n_radial=8)
+    keep = downsample(frames, encoder, n_per_trajectory=6, seed=0)
+    assert keep == sorted(set(keep))
+    kept_ids = [frames[i].info["scenario_id"] for i in keep]
+    assert kept_ids.count("short") == 3  # fewer frames than clusters: all kept
+    for sid in ("long-a", "long-b"):
+        assert 1 <= kept_ids.count(sid) <= 6
+    assert sum(kept_ids.count(s) for s in ("long-a", "long-b")) >= 8
+    # the same with a callable encoder and the same seed; per-trajectory selection ignores the other trajectories
+    again = downsample(frames, lambda fr: LocalDescriptorEncoder(cutoff=4.0, n_radial=8).transform(fr), 6, seed=0)
+    assert again == keep
+    only_a = [f for f in frames if f.info["scenario_id"] == "long-a"]
+    sel_a = downsample(only_a, encoder, 6, seed=0)
+    assert [only_a[i].info["step"] for i in sel_a] == [frames[i].info["step"] for i in keep
+                                                        if frames[i].info["scenario_id"] == "long-a"]
+    with pytest.raises(ConfigError):
+        downsample(frames, encoder, 0)
