@@ -298,9 +298,9 @@ def _estimate_threshold(Z: np.ndarray, m_target: int, rng: np.random.Generator) 
 
     A subcluster of radius ~T absorbs the points within ~T of it, so point ``i`` "owns" about ``1 / c_i(T)``
     of a subcluster, where ``c_i(T)`` counts the pool points within ``0.85 T`` (factor measured on synthetic
-    M3GNet-like features at 20k, 100k and 1.3M rows); ``m(T) ~ sum_i 1 / c_i(T)``.  Estimated from the 64 nearest neighbours of 256 random
-    points in a reference subsample small enough for 64 neighbours to resolve the target counts; solved for
-    ``T`` by bisection.  Only an estimate: the caller checks the real subcluster count.
+    M3GNet-like features at 20k, 100k and 1.3M rows); ``m(T) ~ sum_i 1 / c_i(T)``.  Estimated from the 64
+    nearest neighbours of 256 random points in a reference subsample small enough for 64 neighbours to resolve
+    the target counts; solved for ``T`` by bisection.  Only an estimate: the caller checks the real subcluster count.
     """
     from scipy.spatial import cKDTree
 
@@ -337,13 +337,16 @@ class DIRECTSampler(BaseEstimator):
     ----------
     n_clusters: number of clusters ``n`` (exactly this many non-empty clusters are formed).
     k: structures taken from each cluster. ``k=1``: the member nearest the cluster's true centroid; ``k>1``:
-        members sorted by distance to the centroid (ties, equal to single precision, by row index), taken at constant index intervals
-        ``floor(j (s-1) / (k-1))``, j = 0..k-1, for a cluster of ``s`` members. A cluster with fewer than ``k``
-        members gives all of them, or, with ``allow_duplicates=True``, repeats them to exactly ``k`` entries.
+        members sorted by distance to the centroid (ties, equal to single precision, by row index), taken at
+        constant index intervals ``floor(j (s-1) / (k-1))``, j = 0..k-1, for a cluster of ``s`` members.
+        A cluster with fewer than ``k`` members gives all of them (logged, counted in ``n_short_clusters_``),
+        or, with ``allow_duplicates=True``, repeats them to exactly ``k`` entries.
     n_components: ``"kaiser"`` (PCs with eigenvalue > 1 of the standardised features), an int (that many PCs) or
         a float in (0, 1] (fewest PCs reaching that fraction of the variance).
     clustering: ``"birch"`` (scalable BIRCH, module docstring) or ``"minibatch_kmeans"``.
-    birch_threshold: fixed BIRCH radius threshold in weighted-PC units; ``None`` chooses it from the data.
+    birch_threshold: BIRCH radius threshold in weighted-PC units; ``None`` chooses it from the data. If it gives
+        fewer than ``n`` CF entries it is shrunk (x0.6, bounded) until it does; the value used is
+        ``birch_threshold_``, the parameter itself is never modified.
     allow_duplicates: see ``k``.
     random_state: seed of every random choice (seeding, subsampling, MiniBatchKMeans). The global NumPy random
         state is never used.
@@ -590,13 +593,14 @@ class DIRECTSampler(BaseEstimator):
     def select(self, X_new, budget: int, k: int | None = None) -> np.ndarray:
         """Stratified selection of at most ``budget`` rows of ``X_new`` through the fitted PCs and clusters.
 
-        Rule: every new row goes to its fitted cluster (:meth:`predict`). The budget is spread as evenly as possible over
-        the occupied clusters (water-filling: each cluster gets ``min(candidates, level, k)`` with the largest
-        level that fits; the rest, one each, to clusters in priority order). Priority = more candidates first,
-        ties by lower cluster id; when the budget is smaller than the number of occupied clusters, the first
-        ``budget`` clusters in that order get one each. Inside a cluster the fit rule applies with ``k`` = its
-        quota: candidates sorted by distance to the fitted cluster's true centre (``cluster_centers_``), taken at constant index intervals
-        (quota 1 = the candidate nearest the centre). ``k`` caps the rows per cluster (default: no cap).
+        Rule: every new row goes to its fitted cluster (:meth:`predict`). The budget is spread as evenly as
+        possible over the occupied clusters (water-filling: each cluster gets ``min(candidates, level, k)`` with
+        the largest level that fits; the rest, one each, to clusters in priority order). Priority = more
+        candidates first, ties by lower cluster id; when the budget is smaller than the number of occupied
+        clusters, the first ``budget`` clusters in that order get one each. Inside a cluster the fit rule applies
+        with ``k`` = its quota: candidates sorted by distance to the fitted cluster's true centre
+        (``cluster_centers_``), taken at constant index intervals (quota 1 = the candidate nearest the centre).
+        ``k`` caps the rows per cluster (default: no cap).
         Returns indices into ``X_new``: clusters in priority order, each in rank order; never duplicates.
         """
         budget = _check_int(budget, "budget", minimum=0)

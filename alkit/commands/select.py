@@ -68,7 +68,7 @@ def run(args) -> int:
 
     print(f"pool: {X.shape[0]} rows x {X.shape[1]} features ({path})")
     print(f"PCs kept: {sampler.n_components_} ({args.n_components}); cumulative explained variance {100 * cum:.1f}%")
-    print(f"PC weights (explained variance ratio): " + " ".join(f"{w:.4f}" for w in sampler.weights_))
+    print("PC weights (explained variance ratio): " + " ".join(f"{w:.4f}" for w in sampler.weights_))
     print(
         f"clusters: {len(sizes)}; size min {int(sizes.min())} / median {float(np.median(sizes)):g} / "
         f"max {int(sizes.max())}; empty {int(np.sum(sizes == 0))}; smaller than k: {sampler.n_short_clusters_}"
