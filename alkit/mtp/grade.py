@@ -244,39 +244,62 @@ def radial_jacobian(engine, atoms: Atoms) -> np.ndarray:
     Q = cheb * np.where(inside, scaling * (rmax - r_safe) ** 2, 0.0)
     itypes = get_types(atoms, d.species)
     jtypes = np.where(js >= 0, itypes[np.maximum(js, 0)], 0)
-    # basic moments
+    # basic moments M_b = sum_j f_mu(b)(r_ij) * monomial(b)(u_ij); many b share a monomial (differ in mu only)
     basic = np.asarray(d.alpha_index_basic, dtype=int)
-    mu, px, py, pz = basic.T
-    maxp = int(basic[:, 1:].max()) if len(basic) else 0
+    mu = basic[:, 0]
+    monos, mono_of = np.unique(basic[:, 1:], axis=0, return_inverse=True)
+    mono_of = mono_of.ravel()
+    maxp = int(monos.max()) if len(monos) else 0
     upow = np.empty((maxp + 1, n, nnb, 3))
     upow[0] = 1.0
     for p_ in range(1, maxp + 1):
         upow[p_] = upow[p_ - 1] * u
-    g = upow[px, :, :, 0] * upow[py, :, :, 1] * upow[pz, :, :, 2]  # (n_basic, n, nnb)
+    g = upow[monos[:, 0], :, :, 0] * upow[monos[:, 1], :, :, 1] * upow[monos[:, 2], :, :, 2]  # (n_mono, n, nnb)
     coeffs = np.asarray(d.radial_coeffs)[itypes[:, None], jtypes]  # (n, nnb, rfc, rbs)
     f = np.einsum("ijmk,kij->mij", coeffs, Q)  # (rfc, n, nnb)
+    fg = np.einsum("mij,uij->mui", f, g, optimize=True)  # (rfc, n_mono, n)
     amc = int(d.alpha_moments_count)
     m = np.zeros((amc, n))
-    m[: len(basic)] = (f[mu] * g).sum(-1)
-    times = np.asarray(d.alpha_index_times, dtype=int).reshape(-1, 4)
-    for i1, i2, mult, i3 in times:
-        m[i3] += mult * m[i1] * m[i2]
+    m[: len(basic)] = fg[mu, mono_of]
+    generations = _contraction_generations(engine)
+    for i1, i2, mult, i3 in generations:  # forward: products of finished moments
+        np.add.at(m, i3, mult[:, None] * m[i1] * m[i2])
     dedm = np.zeros((amc, n))
     dedm[np.asarray(d.alpha_moment_mapping, dtype=int)] = np.asarray(d.moment_coeffs)[:, None]
-    for i1, i2, mult, i3 in times[::-1]:
-        dedm[i1] += mult * dedm[i3] * m[i2]
-        dedm[i2] += mult * dedm[i3] * m[i1]
-    onehot = (jtypes[..., None] == np.arange(spc)) & inside[..., None]  # (n, nnb, tj)
-    for mu_val in range(rfc):
-        sel = np.where(mu == mu_val)[0]
-        if not len(sel):
-            continue
-        w = np.einsum("bi,bij->ij", dedm[sel], g[sel])  # sum_b dE/dM_b * u-monomial_b, (n, nnb)
-        D = np.einsum("kij,ij,ijt->tki", Q, w, onehot)  # (tj, k, n)
-        for ti in range(spc):
-            mask = itypes == ti
-            out[ti, :, mu_val, :, mask] = np.moveaxis(D[:, :, mask], -1, 0)
+    for i1, i2, mult, i3 in generations[::-1]:  # back-propagation, deepest products first
+        np.add.at(dedm, i1, mult[:, None] * dedm[i3] * m[i2])
+        np.add.at(dedm, i2, mult[:, None] * dedm[i3] * m[i1])
+    # dE_i/dc[t_i, t, mu, k] = sum_j [t_j = t] Q_k(r_ij) * sum_{b: mu_b = mu} dE_i/dM_b * monomial(b)(u_ij)
+    cm = np.zeros((rfc, len(monos), n))
+    np.add.at(cm, (mu, mono_of), dedm[: len(basic)])
+    w = np.einsum("mui,uij->mij", cm, g, optimize=True)  # (rfc, n, nnb)
+    onehot = ((jtypes[..., None] == np.arange(spc)) & inside[..., None]).astype(float)  # (n, nnb, tj)
+    D = np.einsum("kij,mij,ijt->tmki", Q, w, onehot, optimize=True)  # (tj, mu, k, n)
+    for ti in range(spc):
+        mask = itypes == ti
+        out[ti][..., mask] = D[..., mask]
     return out
+
+
+def _contraction_generations(engine) -> list[tuple[np.ndarray, ...]]:
+    """``alpha_index_times`` (i1, i2, mult, i3: m[i3] += mult m[i1] m[i2]) grouped by the depth of i3 in the
+    product tree, so each group can be applied at once over all its entries and atoms (the inputs of a group are
+    final before it runs; cached on the engine)."""
+    d = engine.mtp_data
+    times = np.asarray(d.alpha_index_times, dtype=int).reshape(-1, 4)
+    key = times.tobytes()
+    cached = getattr(engine, "_alkit_generations", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    depth = np.zeros(int(d.alpha_moments_count), dtype=int)
+    for i1, i2, _, i3 in times:
+        depth[i3] = max(depth[i3], 1 + max(depth[i1], depth[i2]))
+    gens = []
+    for level in sorted(set(depth[times[:, 3]].tolist())):
+        t = times[depth[times[:, 3]] == level]
+        gens.append((t[:, 0], t[:, 1], t[:, 2].astype(float), t[:, 3]))
+    engine._alkit_generations = (key, gens)
+    return gens
 
 
 def normalize_parameters(parameters: str) -> str:
