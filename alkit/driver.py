@@ -76,6 +76,9 @@ class ALConfig:
     max_collect_per_scenario: int = 20
     max_temperature_factor: float = 10.0  # an MTP MD run hotter than this x its target counts as blown up
     al_budget: int = 20  # new labels per AL iteration
+    # Candidates with atoms closer than this (Å) are not labelled: no physical configuration of these scenarios has
+    # them, DFT would fail or waste hours on them, and one such label would drag the MTP's min_dist down.
+    min_candidate_distance: float = 0.5
     reselect: str | None = None  # "direct" | "maxvol"; default: direct in direct mode, maxvol from scratch
     max_iterations: int = 10
     # execution
@@ -471,6 +474,8 @@ class ActiveLearningDriver:
 
         from tqdm.auto import tqdm
 
+        from alkit.io import min_distance
+
         cfg = self.config
         d = self.iter_dir(it)
         results: dict[str, dict] = {}
@@ -505,6 +510,12 @@ class ActiveLearningDriver:
                              "steps_total": int(cfg.explore_steps or scn.steps), "max_gamma": 1e30,
                              "stop_reason": f"crash: {type(exc).__name__}: {exc}", "seconds": 0.0, "collected": []}
                     collected = r.pop("collected")
+                    kept = [a for a in collected if min_distance(a) >= cfg.min_candidate_distance]
+                    r["dropped"] = len(collected) - len(kept)
+                    if r["dropped"]:
+                        log.warning("%s: %d collected structure(s) with atoms closer than %.2f Å not kept",
+                                    scn.id, r["dropped"], cfg.min_candidate_distance)
+                    collected = kept
                     cand_ids: list[int] = []
                     if collected:
                         for a in collected:

@@ -194,7 +194,10 @@ def test_blowup_stops_unstable(tih, aset, engine):
                      gamma_break=1e30, seed=0, max_temperature_factor=1e6, engine=engine)
     assert not res.stable
     assert res.stop_reason.startswith("blowup") and "closer than" in res.stop_reason
-    assert 0 < res.steps_done < 300 and res.collected == []
+    assert 0 < res.steps_done < 300
+    # nothing crossed gamma_select, but a frame from before the blow-up is collected for labelling
+    assert len(res.collected) == 1 and res.collected[0].info["before_blowup"]
+    assert res.collected[0].info["step"] < res.steps_done
     # the runaway-temperature check of both engines (a factor below 1 trips it at once)
     res = run_mtp_md(train[0], pot, aset, SPECIES, temperature=300, steps=50, max_temperature_factor=0.5,
                      engine=engine)

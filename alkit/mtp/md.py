@@ -15,6 +15,7 @@ Engines:
 from __future__ import annotations
 
 import heapq
+from collections import deque
 import logging
 import os
 import time
@@ -119,6 +120,9 @@ class GradingMTPCalculator(Calculator):
 # --------------------------------------------------------------------------------------------------------------
 # collection of extrapolative structures (shared by both engines)
 # --------------------------------------------------------------------------------------------------------------
+BLOWUP_LOOKBACK = 20  # graded frames kept to collect one from before a physical blow-up
+
+
 class GammaMonitor:
     """Collects structures with gamma > gamma_select (keeping the ``max_collect`` most extrapolative) and says when
     gamma > gamma_break."""
@@ -132,21 +136,19 @@ class GammaMonitor:
         self.graded = 0
         self._heap: list[tuple[float, int, Atoms]] = []
         self.break_step: int | None = None
+        self._recent: deque = deque(maxlen=BLOWUP_LOOKBACK)
 
     def observe(self, step: int, atoms: Atoms, gamma: float, gammas: np.ndarray, energy: float | None = None) -> bool:
         """Record a graded frame; True if the run must stop (gamma > gamma_break)."""
         self.graded += 1
         gamma = float(gamma) if np.isfinite(gamma) else float("inf")
         self.max_gamma = max(self.max_gamma, gamma)
+        if self.max_collect > 0:
+            self._recent.append((step, atoms.positions.copy(), atoms.cell.array.copy(), gamma, np.array(gammas)))
         if gamma > self.gamma_select and self.max_collect > 0:
-            frame = Atoms(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(), cell=atoms.cell.array.copy(),
-                          pbc=atoms.pbc.copy())
-            frame.info.update({"gamma": gamma, "step": int(step)})
-            if self.scenario_id is not None:
-                frame.info["scenario_id"] = self.scenario_id
+            frame = self._frame(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, step, gamma, gammas)
             if energy is not None and np.isfinite(energy):
                 frame.info["mtp_energy"] = float(energy)
-            frame.arrays["gamma"] = np.asarray(gammas, dtype=float).copy()
             item = (gamma, int(step), frame)
             if len(self._heap) < self.max_collect:
                 heapq.heappush(self._heap, item)
@@ -156,6 +158,30 @@ class GammaMonitor:
             self.break_step = int(step)
             return True
         return False
+
+    def _frame(self, numbers, positions, cell, pbc, step, gamma, gammas) -> Atoms:
+        frame = Atoms(numbers=np.array(numbers), positions=np.array(positions), cell=np.array(cell), pbc=np.array(pbc))
+        frame.info.update({"gamma": float(gamma), "step": int(step)})
+        if self.scenario_id is not None:
+            frame.info["scenario_id"] = self.scenario_id
+        frame.arrays["gamma"] = np.asarray(gammas, dtype=float).copy()
+        return frame
+
+    def collect_before_blowup(self, atoms: Atoms) -> None:
+        """After a physical blow-up (runaway temperature, collapse) *inside* the grade's trust region, collect the
+        oldest of the last ``BLOWUP_LOOKBACK`` graded frames: the potential is wrong there although gamma is low
+        (an interpolation error), and only data from that trajectory can fix it. Without this, AL stalls: on the
+        quick Ti-H preset 13 of 31 scenarios blew up at gamma <= 2.1 and left nothing to learn from."""
+        if not self._recent or self.max_collect < 1:
+            return
+        step, pos, cell, gamma, gammas = self._recent[0]
+        frame = self._frame(atoms.numbers, pos, cell, atoms.pbc, step, gamma, gammas)
+        frame.info["before_blowup"] = True
+        item = (max(float(gamma), self.gamma_select), int(step), frame)
+        if len(self._heap) < self.max_collect:
+            heapq.heappush(self._heap, item)
+        else:
+            heapq.heapreplace(self._heap, item)
 
     @property
     def collected(self) -> list[Atoms]:
@@ -249,6 +275,8 @@ def run_mtp_md(
     else:
         steps_done, reason = _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pressure_gpa,
                                       seed, grade_every, max_temperature_factor)
+    if reason.startswith("blowup"):
+        monitor.collect_before_blowup(atoms)
     stable = reason == "completed"
     res = ExploreResult(scenario_id, stable, steps_done, steps, monitor.max_gamma, monitor.collected, reason,
                         time.perf_counter() - t0, engine, monitor.graded)
