@@ -258,23 +258,24 @@ def run_mtp_md(
         raise InputError("NpT needs a fully periodic cell")
     monitor = GammaMonitor(gamma_select, gamma_break, max_collect, scenario_id)
 
-    # Step 0: the starting structure.
-    gamma0, gammas0 = aset.grade(atoms, check=False)
-    if monitor.observe(0, atoms, gamma0, gammas0):
-        return ExploreResult(scenario_id, False, 0, steps, monitor.max_gamma, monitor.collected, "gamma",
-                             time.perf_counter() - t0, engine, monitor.graded)
+    with _single_threaded_blas():
+        # Step 0: the starting structure.
+        gamma0, gammas0 = aset.grade(atoms, check=False)
+        if monitor.observe(0, atoms, gamma0, gammas0):
+            return ExploreResult(scenario_id, False, 0, steps, monitor.max_gamma, monitor.collected, "gamma",
+                                 time.perf_counter() - t0, engine, monitor.graded)
 
-    if engine == "lammps":
-        from alkit.mtp.lammps_engine import run_lammps_md
+        if engine == "lammps":
+            from alkit.mtp.lammps_engine import run_lammps_md
 
-        steps_done, reason = run_lammps_md(
-            atoms, aset, monitor, temperature=temperature, steps=steps, ensemble=ensemble, timestep_fs=timestep_fs,
-            pressure_gpa=pressure_gpa, seed=seed, grade_every=grade_every,
-            max_temperature_factor=max_temperature_factor,
-        )
-    else:
-        steps_done, reason = _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pressure_gpa,
-                                      seed, grade_every, max_temperature_factor)
+            steps_done, reason = run_lammps_md(
+                atoms, aset, monitor, temperature=temperature, steps=steps, ensemble=ensemble,
+                timestep_fs=timestep_fs, pressure_gpa=pressure_gpa, seed=seed, grade_every=grade_every,
+                max_temperature_factor=max_temperature_factor,
+            )
+        else:
+            steps_done, reason = _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs,
+                                          pressure_gpa, seed, grade_every, max_temperature_factor)
     if reason.startswith("blowup"):
         monitor.collect_before_blowup(atoms)
     stable = reason == "completed"
@@ -284,6 +285,22 @@ def run_mtp_md(
              f" {scenario_id}" if scenario_id else "", ensemble, engine, reason, steps_done, steps, res.max_gamma, len(res.collected),
              res.seconds)
     return res
+
+
+def _single_threaded_blas():
+    """Limit BLAS to one thread for an MD run (a context manager; a no-op without threadpoolctl).
+
+    The per-step products (rows x A^-1, a few hundred x a few hundred) are far too small for threads, and on a busy
+    machine OpenBLAS's spinning worker threads made them cost ~20 ms each: grading then halved the MD speed of a
+    300-atom level-16 run; with one thread it costs < 1 ms. MD workers run one scenario each anyway.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def collapse_distance(aset: ActiveSet) -> float:
