@@ -109,8 +109,8 @@ def worker(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- parent
-def run_case(impl, features, n, k, workdir, mem_gb, timeout, threshold=0.5, pcs_out=None) -> dict:
-    tag = f"{impl}-{Path(features).stem}-n{n}-k{k}"
+def run_case(impl, features, n, k, workdir, mem_gb, timeout, threshold=0.5, pcs_out=None, label=None) -> dict:
+    tag = f"{label or impl}-{Path(features).stem}-n{n}-k{k}"
     res_path, sel_path = workdir / f"{tag}.json", workdir / f"{tag}.sel.npy"
     res_path.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--worker", impl, "--features", str(features), "--n", str(n), "--k", str(k),
@@ -201,13 +201,14 @@ def main(argv=None) -> int:
                 else:
                     r = run_case("alkit" if impl == "alkit" else "maml", feats, n, k, workdir, args.mem_gb,
                                  args.alkit_timeout if impl == "alkit" else args.maml_timeout, threshold=thr,
-                                 pcs_out=pcs_path if impl == "alkit" and k == 1 else None)
+                                 pcs_out=pcs_path if impl == "alkit" and k == 1 else None, label=impl)
                     if impl == "alkit" and k == 1 and r["status"] == "ok":
                         Z = np.load(pcs_path)
                 r.update(N=N, n=n, k=k, impl=impl)
                 notes = r.get("notes", "")
                 if r["status"] == "ok":
-                    r["cov_mean"], r["cov_min"] = coverage(Z, r.pop("selected"), args.bins) if Z is not None else (None, None)
+                    sel = r.pop("selected")
+                    r["cov_mean"], r["cov_min"] = coverage(Z, sel, args.bins) if Z is not None else (None, None)
                     notes = (f"threshold {r['threshold']:.3g}, {r['n_subclusters']} subclusters, "
                              f"{r['n_clusters_formed']} clusters, {r['n_pcs']} PCs") if r.get("threshold") else \
                         f"{r.get('n_subclusters')} subclusters, {r['n_clusters_formed']} clusters, {r['n_pcs']} PCs"
