@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase.io import read, write
-from test_mtp_grade import SPECIES, build_tih, scaled, sheared
+from test_mtp_grade import SPECIES, build_tih, scaled
 
 from alkit.errors import ConfigError, InputError
 

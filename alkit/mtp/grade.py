@@ -544,7 +544,7 @@ class ActiveSet:
             energy_per_atom=bool(energy_per_atom),
             parameters=normalize_parameters(parameters),
         )
-        data = self.mtp_data  # validates the file
+        self.mtp_data  # reads and validates the file
         self.mtp_sha256 = file_sha256(mtp_path)
         B, owners = self.rows_of(train, check=True)
         p = self.n_parameters
