@@ -22,21 +22,11 @@ import json
 import os
 import time
 from pathlib import Path
+
+from alkit._util import json_default
 from typing import Any, Iterator
 
 EVENTS_FILE = "events.jsonl"
-
-
-def _default(obj: Any):
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 class EventLog:
@@ -47,7 +37,7 @@ class EventLog:
 
     def emit(self, event: str, **fields: Any) -> dict:
         record = {"time": time.time(), "event": event, **fields}
-        line = json.dumps(record, default=_default)
+        line = json.dumps(record, default=json_default)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()

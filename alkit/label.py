@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib
 import logging
 import os
 import signal
@@ -43,6 +42,7 @@ from typing import Any, Callable, ClassVar, Iterator, Protocol, Sequence, runtim
 import numpy as np
 from ase import Atoms
 
+from alkit._util import import_object
 from alkit.errors import ConfigError, InputError
 from alkit.io import structure_hash, to_atoms
 
@@ -223,26 +223,8 @@ def _force_consistent_energy(atoms: Atoms) -> float:
 
 
 def _import_object(spec: str):
-    """Resolve ``"package.module:Name"`` (or ``"package.module.Name"``)."""
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-    else:
-        module_name, _, attr = spec.rpartition(".")
-    if not module_name or not attr:
-        raise ConfigError(f"calculator spec {spec!r} must look like 'package.module:ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} for calculator {spec!r}: {exc}") from exc
-    obj = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(f"module {module_name!r} has no attribute {attr!r} (calculator {spec!r})") from None
-    if not callable(obj):
-        raise ConfigError(f"calculator {spec!r} is not a class or factory function")
-    return obj
+    """Resolve ``"package.module:Name"`` (or ``"package.module.Name"``) to a calculator class or factory."""
+    return import_object(spec, what=f"calculator {spec!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------------

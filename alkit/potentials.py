@@ -12,13 +12,13 @@ before any MD starts; :func:`make_calculator` builds the calculator (call it onc
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 import os
 from typing import Any, Callable
 
 from alkit.config import PES_MODEL, model_path
+from alkit._util import import_object
 from alkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -27,22 +27,7 @@ BUILTIN = ("m3gnet", "chgnet")
 
 
 def _resolve_import_path(name: str) -> Callable[..., Any]:
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"potential {name!r}: an import path must look like 'package.module:Name'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"potential {name!r}: cannot import module {module_name!r}: {exc}") from exc
-    obj = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise ConfigError(f"potential {name!r}: module {module_name!r} has no attribute {attr!r}") from exc
-    if not callable(obj):
-        raise ConfigError(f"potential {name!r}: {attr!r} is not a Calculator class or factory")
-    return obj
+    return import_object(name, what=f"potential {name!r}")
 
 
 def check_potential(name: str, model_dir: str | os.PathLike | None = None) -> None:

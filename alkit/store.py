@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
+from alkit._util import json_default
 from alkit.errors import ConfigError, InputError
 from alkit.io import structure_hash, to_atoms
 
@@ -82,19 +83,9 @@ _ROW_COLUMNS = (
 )
 
 
-def _json_default(obj: Any):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def _dumps(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, default=_json_default)
+        return json.dumps(value, default=json_default)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{what} must be JSON-serialisable: {exc}") from exc
 

@@ -1,0 +1,47 @@
+"""Small helpers shared by several stages (no state)."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+from alkit.errors import ConfigError
+
+
+def import_object(spec: str, what: str = "object") -> Callable[..., Any]:
+    """Resolve ``"package.module:Name"`` (or ``"package.module.Name"``) to a callable (a class or a factory).
+
+    ``what`` names the thing in error messages, e.g. ``"potential 'x:Y'"``; every failure is a ConfigError.
+    """
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+    else:
+        module_name, _, attr = spec.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigError(f"{what}: an import path must look like 'package.module:Name', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{what}: cannot import module {module_name!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{what}: module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise ConfigError(f"{what}: {attr!r} is not a class or factory function")
+    return obj
+
+
+def json_default(obj: Any):
+    """``json.dumps(default=...)`` for numpy scalars/arrays and paths."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
