@@ -522,8 +522,8 @@ class ActiveLearningDriver:
                             a.calc = None
                         cand_ids = self.store.add_structures(
                             collected, source="al", iteration=it, scenario_ids=[scn.id] * len(collected),
-                            extra=[{"gamma": float(a.info.get("gamma", np.nan)), "step": int(a.info.get("step", -1))}
-                                   for a in collected],
+                            extra=[{"gamma": float(a.info.get("gamma", np.nan)), "step": int(a.info.get("step", -1)),
+                                    "before_blowup": bool(a.info.get("before_blowup", False))} for a in collected],
                         )
                         for cid, a in zip(cand_ids, collected):
                             self.store.set_grade(cid, float(a.info.get("gamma", np.nan)), it)
@@ -572,7 +572,11 @@ class ActiveLearningDriver:
 
                     d = self.iter_dir(it)
                     active = ActiveSet.load(d / "state.als", mtp_path=d / "pot.mtp")
-                    idx = select_add(active, structures, max_add=cfg.al_budget)
+                    idx = list(select_add(active, structures, max_add=cfg.al_budget))
+                    # frames from before a physical blow-up may grade <= 1 (an interpolation error): MaxVol alone
+                    # would never pick them and the campaign would stall; they are labelled within the budget
+                    extra = [i for i, a in enumerate(structures) if a.info.get("before_blowup") and i not in idx]
+                    idx += extra[: max(0, cfg.al_budget - len(idx))]
                 chosen = [cand[int(i)] for i in idx]
                 self.store.mark_selected(chosen, iteration=it + 1, reason=f"al-{cfg.reselection}")
         log.info("iteration %d: %d extrapolative candidates, %d selected for labelling", it, len(cand), len(chosen))

@@ -168,13 +168,15 @@ class GammaMonitor:
         return frame
 
     def collect_before_blowup(self, atoms: Atoms) -> None:
-        """After a physical blow-up (runaway temperature, collapse) *inside* the grade's trust region, collect the
-        oldest of the last ``BLOWUP_LOOKBACK`` graded frames: the potential is wrong there although gamma is low
+        """After a physical blow-up (runaway temperature, collapse) *inside* the grade's trust region, collect one
+        of the last ``BLOWUP_LOOKBACK`` graded frames: the potential is wrong there although gamma is low
         (an interpolation error), and only data from that trajectory can fix it. Without this, AL stalls: on the
         quick Ti-H preset 13 of 31 scenarios blew up at gamma <= 2.1 and left nothing to learn from."""
         if not self._recent or self.max_collect < 1:
             return
-        step, pos, cell, gamma, gammas = self._recent[0]
+        # The middle of the buffer: ~BLOWUP_LOOKBACK/2 steps before the blow-up on a long run, and not the
+        # (already known) starting structure when the run blew up within its first steps.
+        step, pos, cell, gamma, gammas = self._recent[len(self._recent) // 2]
         frame = self._frame(atoms.numbers, pos, cell, atoms.pbc, step, gamma, gammas)
         frame.info["before_blowup"] = True
         item = (max(float(gamma), self.gamma_select), int(step), frame)
