@@ -264,10 +264,33 @@ class ActiveLearningDriver:
     # ---- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> dict:
         """Start or resume the campaign; return the summary of :meth:`status`."""
+        self._prepare()
+        with self._exclusive():
+            return self._run()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold an exclusive lock on the run directory: two drivers on one campaign would label twice.
+
+        ``flock`` is released by the kernel when the process dies, so a kill -9 never leaves a stale lock.
+        (Seen: a script without a ``__main__`` guard re-ran the campaign in every spawned worker.)
+        """
+        import fcntl
+
+        fh = open(self.run_dir / "lock", "a+")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"another alkit process is running the campaign in {self.run_dir}") from None
+            yield
+        finally:
+            fh.close()
+
+    def _run(self) -> dict:
         from alkit.executors import make_executor
 
         cfg = self.config
-        self._prepare()
         self._open()
         if not self._done("started"):
             self.events.emit("run_started", mode=cfg.mode, recipe=cfg.name, preset=cfg.name, config=cfg.to_json())

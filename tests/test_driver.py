@@ -83,6 +83,18 @@ def test_resuming_with_another_mode_is_refused(tmp_path):
         ActiveLearningDriver(tiny("scratch"), run).run()
 
 
+def test_a_second_driver_on_the_same_run_is_refused(tmp_path):
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "lock", "a+") as held:  # what a running campaign holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another alkit process"):
+            ActiveLearningDriver(tiny("scratch"), run).run()
+    assert not (run / "store.sqlite").exists()
+
+
 def test_status_of_a_non_run_dir(tmp_path):
     with pytest.raises(InputError, match="not an alkit run directory"):
         run_status(tmp_path)
