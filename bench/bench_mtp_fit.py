@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     for level in args.levels:
         c = basis_counts(level)
         cpu0 = time.process_time()
-        res = train_mtp(train, OUT / f"tih_L{level:02d}.mtp", ["Ti", "H"], level=level, bfgs_maxiter=args.bfgs_maxiter,
+        res = train_mtp(train, OUT / f"tih_L{level:02d}_bfgs{args.bfgs_maxiter}.mtp", ["Ti", "H"], level=level, bfgs_maxiter=args.bfgs_maxiter,
                         weights=tuple(args.weights), valid=valid, seed=0)
         cpu = time.process_time() - cpu0  # includes the metric evaluation; wall time below does not
         row = {"level": level, "cpu_seconds_incl_eval": round(cpu, 1), "basis_functions": c["alpha_scalar_moments"], "parameters": res.n_parameters,
