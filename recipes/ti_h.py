@@ -5,7 +5,7 @@ Presets:
   300/1000/3000 K NpT, + H2 at 300 K), 10 ps (20,000 x 0.5 fs) M3GNet trajectories down-sampled to 1,000 frames
   each through DIRECT, GPAW PBE labels at the paper's settings. Weeks of CPU: run it on a cluster (Dask executor).
 - ``quick``: a scaled version (31 scenarios of 16-30 atoms at 300/1000 K) that finishes on 2 CPU cores with the
-  CHGNet stand-in labeller.
+  CHGNet stand-in labeller (measured here: 4-25 min per campaign, the M3GNet pool MD being most of it).
 - ``tiny``: a handful of <= 20-atom scenarios for tests and demos (minutes).
 
 Usage: ``alkit run ti_h --preset quick --mode direct`` (or ``--mode scratch`` for AL from scratch).
@@ -16,7 +16,7 @@ from alkit.driver import ALConfig
 from alkit.systems.ti_h import ti_h_scenarios
 
 PRESETS = {
-    "quick": "31 small Ti-H scenarios at 300/1000 K, CHGNet labels, MTP level 8 (about two hours on 2 cores)",
+    "quick": "31 small Ti-H scenarios at 300/1000 K, CHGNet labels, MTP level 8 (4-25 min on 2 cores, pool MD included)",
     "paper": "the paper's 274 scenarios, GPAW PBE labels, MTP level 16 (cluster scale)",
     "tiny": "4 scenarios (hcp/bcc Ti8 and Ti8H2) at 300 K, CHGNet labels, MTP level 6 (tests, minutes)",
 }
