@@ -103,7 +103,7 @@ def _check_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _count_distinct(Z: np.ndarray, at_least: int | None = None) -> int:
+def count_distinct(Z: np.ndarray, at_least: int | None = None) -> int:
     """Number of distinct rows of ``Z``; stops early once ``at_least`` distinct rows are seen in a prefix."""
     Zc = np.ascontiguousarray(Z, dtype=np.float64) + 0.0  # + 0.0 folds -0.0 into 0.0
     rows = Zc.view(np.dtype((np.void, Zc.dtype.itemsize * Zc.shape[1]))).ravel()
@@ -454,7 +454,7 @@ class DIRECTSampler(BaseEstimator):
 
         # 2. exactly n clusters
         t0 = time.perf_counter()
-        n_distinct = _count_distinct(Z, at_least=n)
+        n_distinct = count_distinct(Z, at_least=n)
         if n_distinct < n:
             raise InputError(
                 f"n_clusters={n} is larger than the number of distinct points in the pool ({n_distinct} distinct "
@@ -540,7 +540,7 @@ class DIRECTSampler(BaseEstimator):
             C = _cf_summary(Z, threshold, progress=n_rows > 200_000)
             attempts += 1
             log.info("BIRCH threshold %.4g -> %d CF entries (target %d)", threshold, len(C), m_target)
-            if len(C) >= n and _count_distinct(C, at_least=n) >= n:
+            if len(C) >= n and count_distinct(C, at_least=n) >= n:
                 break
             # Too coarse for n clusters: shrink (bounded; the distinct points themselves always suffice).
             threshold = None if attempts >= 6 else threshold * 0.6

@@ -400,13 +400,13 @@ class ActiveLearningDriver:
     def _fit_sampler(self, wall: dict) -> None:
         if self._done("direct"):
             return
-        from alkit.direct import DIRECTSampler, coverage_score
+        from alkit.direct import DIRECTSampler, count_distinct, coverage_score
 
         cfg = self.config
         pool_ids = self.store.get_state("pool_ids")
         X = self.store.features(pool_ids)
         with self._stage(0, "direct", wall):
-            n = min(cfg.n_clusters, len(np.unique(X, axis=0)))
+            n = min(cfg.n_clusters, count_distinct(X, at_least=cfg.n_clusters))  # stops early on big pools
             if n < cfg.n_clusters:
                 log.warning("pool has only %d distinct structures: using %d clusters instead of %d", n, n, cfg.n_clusters)
             sampler = DIRECTSampler(n_clusters=n, k=cfg.k, clustering=cfg.clustering, random_state=cfg.seed).fit(X)
