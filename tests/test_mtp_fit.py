@@ -1,5 +1,6 @@
-"""MTP fitting with motep on tiny CHGNet-labelled Ti-H cells: LLS / BFGS fits, metrics, warm start, .cfg/extxyz
-training sets, the size-safe calculator, bad input and the CLI verbs."""
+"""MTP fitting (alkit's engine, and motep as the second engine) on tiny CHGNet-labelled Ti-H cells: LLS / L-BFGS
+fits, metrics against motep's calculator, warm start, .cfg/extxyz training sets, the calculator, bad input and the CLI
+verbs."""
 from __future__ import annotations
 
 import os
@@ -68,7 +69,7 @@ def labelled() -> list[Atoms]:
 @pytest.fixture(scope="module")
 def lls_fit(labelled, tmp_path_factory):
     d = tmp_path_factory.mktemp("lls")
-    return fit.train_mtp(labelled[:24], d / "lls.mtp", SPECIES, level=6, valid=labelled[24:], seed=1)
+    return fit.train_mtp(labelled[:24], d / "lls.mtp", SPECIES, level=6, valid=labelled[24:], seed=1, bfgs_maxiter=0)
 
 
 def _motep_loss(mtp_path, structures, wf=0.01):
@@ -97,7 +98,8 @@ def test_lls_fit_writes_a_legacy_mtp_that_motep_reads(lls_fit, labelled):
     assert "\tmin_dist = " in text and "\tradial_basis_size = 8" in text  # legacy (MLIP-2) keywords
     assert "potential_tag = alkit_L06_Ti_H" in text
     data = read_mtp(res.mtp_path)
-    assert fit.is_trained(data) and data.species_count == 2
+    assert data.radial_coeffs is not None and data.moment_coeffs is not None and data.species_coeffs is not None
+    assert data.species_count == 2
     # min_dist from the data (0.9 x the shortest distance, rounded down to 0.01 Å), cutoff from the configuration
     dmin = min(min_distance(a) for a in labelled[:24])
     assert res.min_dist == pytest.approx(np.floor(dmin * fit.MIN_DIST_MARGIN * 100) / 100)
@@ -134,34 +136,61 @@ def test_evaluate_matches_motep_calculator(lls_fit, labelled):
 
 
 def test_bfgs_lowers_the_loss_and_leaves_no_files_in_cwd(lls_fit, labelled, tmp_path):
+    """alkit's engine: LLS -> L-BFGS over all coefficients -> LLS, ending below the LLS-only loss (measured with motep's
+    own calculator); nothing is written outside the output path."""
     cwd = os.getcwd()
     before = set(os.listdir(cwd))
     res = fit.train_mtp(labelled[:24], tmp_path / "bfgs.mtp", SPECIES, level=6, bfgs_maxiter=25, seed=1)
     assert os.getcwd() == cwd
-    assert set(os.listdir(cwd)) == before  # intermediate_*.mtp went to the scratch directory
-    assert not list(tmp_path.glob("intermediate_*"))
-    assert [s["method"] for s in res.steps] == ["LLS", "minimize", "LLS"]
-    assert res.steps[1]["optimized"] == ["species_coeffs", "moment_coeffs", "radial_coeffs"]
-    assert res.steps[1]["kwargs"]["options"]["maxiter"] == 25
-    # same seed -> same random radial start, so BFGS (+LLS) must end below the LLS-only loss
+    assert set(os.listdir(cwd)) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bfgs.mtp"]
+    assert [s["method"] for s in res.steps] == ["LLS", "L-BFGS (bfgs)", "LLS"]
+    assert 0 < res.steps[1]["iterations"] <= 25 and res.report.iterations == res.steps[1]["iterations"]
+    assert len(res.report.history) == res.report.iterations + 1
+    assert res.report.loss_final < res.report.loss_start
+    # same seed -> same random radial start, so L-BFGS (+LLS) must end below the LLS-only loss
     assert _motep_loss(res.mtp_path, labelled[:24]) < _motep_loss(lls_fit.mtp_path, labelled[:24])
+    # the loss alkit reports is motep's loss
+    assert res.report.loss_final == pytest.approx(_motep_loss(res.mtp_path, labelled[:24]), rel=1e-9)
     # the radial coefficients moved
     from motep.io.mlip.mtp import read_mtp
 
     assert not np.allclose(read_mtp(res.mtp_path).radial_coeffs, read_mtp(lls_fit.mtp_path).radial_coeffs)
 
 
+def test_motep_engine_lowers_the_loss_and_leaves_no_files_in_cwd(lls_fit, labelled, tmp_path):
+    cwd = os.getcwd()
+    before = set(os.listdir(cwd))
+    res = fit.train_mtp(labelled[:24], tmp_path / "bfgs.mtp", SPECIES, level=6, bfgs_maxiter=25, seed=1,
+                        engine="motep")
+    assert os.getcwd() == cwd
+    assert set(os.listdir(cwd)) == before  # intermediate_*.mtp went to the scratch directory
+    assert not list(tmp_path.glob("intermediate_*"))
+    assert [s["method"] for s in res.steps] == ["LLS", "minimize", "LLS"]
+    assert res.steps[1]["optimized"] == ["species_coeffs", "moment_coeffs", "radial_coeffs"]
+    assert res.steps[1]["kwargs"]["options"]["maxiter"] == 25
+    assert _motep_loss(res.mtp_path, labelled[:24]) < _motep_loss(lls_fit.mtp_path, labelled[:24])
+    assert "potential_tag = alkit_L06_Ti_H" in res.mtp_path.read_text()
+
+
 def test_same_seed_same_potential_and_workdir(labelled, tmp_path):
-    a = fit.train_mtp(labelled[:10], tmp_path / "a.mtp", SPECIES, level=4, seed=5)
-    b = fit.train_mtp(labelled[:10], tmp_path / "b.mtp", SPECIES, level=4, seed=5, workdir=tmp_path / "scratch")
-    assert a.mtp_path.read_text() == b.mtp_path.read_text()
+    a = fit.train_mtp(labelled[:10], tmp_path / "a.mtp", SPECIES, level=4, seed=5, bfgs_maxiter=30)
+    b = fit.train_mtp(labelled[:10], tmp_path / "b.mtp", SPECIES, level=4, seed=5, bfgs_maxiter=30, threads=2)
+    assert a.mtp_path.read_text() == b.mtp_path.read_text()  # and the thread count does not matter
+    c = fit.train_mtp(labelled[:10], tmp_path / "c.mtp", SPECIES, level=4, seed=6, bfgs_maxiter=30)
+    assert c.mtp_path.read_text() != a.mtp_path.read_text()
+    m1 = fit.train_mtp(labelled[:10], tmp_path / "m1.mtp", SPECIES, level=4, seed=5, engine="motep")
+    m2 = fit.train_mtp(labelled[:10], tmp_path / "m2.mtp", SPECIES, level=4, seed=5, engine="motep",
+                       workdir=tmp_path / "scratch")
+    assert m1.mtp_path.read_text() == m2.mtp_path.read_text()
     assert (tmp_path / "scratch" / "intermediate_0.mtp").is_file()
 
 
 def test_warm_start_keeps_basis_and_refits(lls_fit, labelled, tmp_path):
     from motep.io.mlip.mtp import read_mtp
 
-    res = fit.train_mtp(labelled[:24], tmp_path / "warm.mtp", SPECIES, level=12, initial=lls_fit.mtp_path)
+    res = fit.train_mtp(labelled[:24], tmp_path / "warm.mtp", SPECIES, level=12, initial=lls_fit.mtp_path,
+                        bfgs_maxiter=0)
     old, new = read_mtp(lls_fit.mtp_path), read_mtp(res.mtp_path)
     assert new.alpha_scalar_moments == old.alpha_scalar_moments  # level 6 basis kept (level argument ignored)
     np.testing.assert_array_equal(new.radial_coeffs, old.radial_coeffs)
@@ -171,12 +200,14 @@ def test_warm_start_keeps_basis_and_refits(lls_fit, labelled, tmp_path):
     # warm start from a stored untrained level file works too
     from alkit.mtp.levels import stored_level_path
 
-    res2 = fit.train_mtp(labelled[:12], tmp_path / "from_level.mtp", SPECIES, initial=stored_level_path(4, SPECIES))
+    res2 = fit.train_mtp(labelled[:12], tmp_path / "from_level.mtp", SPECIES, initial=stored_level_path(4, SPECIES),
+                         bfgs_maxiter=10)
     assert "potential_tag = alkit_L04_Ti_H" in res2.mtp_path.read_text()
 
 
 def test_stress_weight_and_weights_validation(labelled, tmp_path):
-    res = fit.train_mtp(labelled[:12], tmp_path / "s.mtp", SPECIES, level=4, weights=(1.0, 0.01, 0.001))
+    res = fit.train_mtp(labelled[:12], tmp_path / "s.mtp", SPECIES, level=4, weights=(1.0, 0.01, 0.001),
+                        bfgs_maxiter=10)
     assert "stress" in res.steps[0]["minimized"]
     with pytest.raises(ConfigError, match="weights"):
         fit.train_mtp(labelled[:12], tmp_path / "x.mtp", SPECIES, weights=(1.0, -0.01, 0.0))
@@ -185,10 +216,10 @@ def test_stress_weight_and_weights_validation(labelled, tmp_path):
 
 
 def test_calculator_handles_varying_sizes(lls_fit, labelled):
-    from motep.calculator import MTP
+    from alkit.mtp.engine import MTPCalculator
 
     calc = fit.mtp_calculator(lls_fit.mtp_path)  # species from the file's tag
-    assert calc.species == SPECIES and isinstance(calc, MTP)
+    assert calc.species == SPECIES and isinstance(calc, MTPCalculator)
     sizes = [labelled[i] for i in (0, 1, 2, 0, 3, 1)]
     assert len({len(a) for a in sizes}) >= 3
     for atoms in sizes:
@@ -322,11 +353,17 @@ def test_calculator_bad_input(lls_fit, labelled, tmp_path):
         cu.get_potential_energy()
     close = labelled[0].copy()
     close.positions[1] = close.positions[0] + [0.9 * lls_fit.min_dist, 0, 0]
-    close.calc = calc
+    close.calc = fit.mtp_calculator(lls_fit.mtp_path, on_close_atoms="error")
     with pytest.raises(InputError, match="min_dist"):
         close.get_potential_energy()
-    close.calc = fit.mtp_calculator(lls_fit.mtp_path, on_close_atoms="warn")
-    assert np.isfinite(close.get_potential_energy())
+    # by default a contact below min_dist is extrapolation: evaluated with a warning, not refused
+    close.calc = calc
+    assert np.isfinite(close.get_potential_energy()) and calc.n_close_contacts == 1
+    collapsed = labelled[0].copy()
+    collapsed.positions[1] = collapsed.positions[0] + [0.4 * lls_fit.min_dist, 0, 0]
+    collapsed.calc = calc
+    with pytest.raises(InputError, match="collapsed"):
+        collapsed.get_potential_energy()
     with pytest.raises(ConfigError, match="untrained"):
         fit.mtp_calculator(fit.__file__.replace("alkit/mtp/fit.py", "potentials/levels/TiH_L08.mtp"))
     with pytest.raises(ConfigError, match="species_count = 2"):
@@ -349,8 +386,10 @@ def test_corrupt_mtp_files(lls_fit, tmp_path, labelled):
         p.write_text(text)
         with pytest.raises(ConfigError, match=name):
             fit.mtp_calculator(p, SPECIES)
+    from alkit.mtp.potential import MTPPotential
+
     with pytest.raises(ConfigError, match="does not exist"):
-        fit.load_mtp(tmp_path / "missing.mtp")
+        MTPPotential.read(tmp_path / "missing.mtp")
     with pytest.raises(ConfigError, match="garbage.mtp"):
         fit.train_mtp(labelled[:3], tmp_path / "o.mtp", SPECIES, initial=tmp_path / "garbage.mtp")
 

@@ -64,9 +64,10 @@ def test_basis_is_well_formed(level):
 def _random_potential(level, species_numbers, tmp_path, seed=0):
     from motep.io.mlip.mtp import read_mtp
 
-    from alkit.mtp.fit import MTPCalculator
-
     from ase.data import chemical_symbols
+
+    from alkit.mtp.engine import MTPCalculator
+    from alkit.mtp.potential import MTPPotential
 
     symbols = [chemical_symbols[z] for z in species_numbers]
     path = write_untrained_mtp(tmp_path / f"L{level}.mtp", level, symbols, cutoff=4.5, min_dist=0.8)
@@ -75,7 +76,8 @@ def _random_potential(level, species_numbers, tmp_path, seed=0):
     data.species = list(species_numbers)
     data.initialize(rng)
     data.moment_coeffs = rng.normal(size=data.alpha_scalar_moments)  # all basis functions contribute
-    return lambda: MTPCalculator(data, symbols, on_close_atoms="ignore")
+    pot = MTPPotential.from_motep(data)
+    return lambda: MTPCalculator(pot, symbols, on_close_atoms="ignore")
 
 
 def _tih_cell(seed=1):

@@ -10,19 +10,11 @@ from pathlib import Path
 
 
 def _species(pot: Path, given):
-    from alkit.errors import ConfigError
+    """Species of ``pot`` in type order (given or from its tag), after reading and checking the whole file: a corrupt
+    potential is reported as corrupt before anything else happens."""
+    from alkit.mtp.potential import read_potential
 
-    if given:
-        return list(given)
-    try:
-        from alkit.mtp.fit import mtp_species
-
-        species = mtp_species(pot)
-    except Exception:  # the fit module or the tag may be missing; fall through to the clear error
-        species = None
-    if not species:
-        raise ConfigError(f"{pot} does not record its species: give --species in type order (e.g. --species Ti H)")
-    return list(species)
+    return read_potential(pot, given)[1]
 
 
 def _read(path, species):

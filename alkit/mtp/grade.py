@@ -8,12 +8,12 @@ MLIP-2 and motep with ``parameters="all"``). The
 is ``gamma = max_j |(b A^-1)_j|``: gamma <= 1 means interpolation, gamma > 1 extrapolation. In neighbourhood mode a
 configuration's gamma is the maximum over its atoms.
 
-alkit builds on motep (``motep.grade``): the rows are motep's (the per-atom basis values of its engine and the
-site-energy derivatives with respect to the radial coefficients, the same rows motep's ``Grader`` takes from
-``jac_energies``/``jac_energy``; tested equal to its train-mode engine) and,
-when the training rows have full rank, the active set is chosen by the same algorithm as motep's default ``MaxVol``
-(QR-pivoting start, then row swaps until max |c| <= 1 + tol), so gammas agree with ``motep.grade.Grader`` to
-round-off (tested, ``parameters="linear"``, both modes).
+The rows come from alkit's compiled core (:mod:`alkit.mtp.engine`: the per-site basis values and, for
+``parameters="all"``, the site-energy derivatives w.r.t. the radial coefficients, from the same pass as energies and
+forces); they equal the rows motep's ``Grader`` takes from ``jac_energies``/``jac_energy`` (tested against motep's
+train mode). When the training rows have full rank, the active set is chosen by the same algorithm as motep's
+default ``MaxVol`` (QR-pivoting start, then row swaps until max |c| <= 1 + tol), so gammas agree with
+``motep.grade.Grader`` to round-off (tested, ``parameters="linear"``, both modes).
 
 Where alkit's own MaxVol differs from motep's, and why:
 
@@ -38,10 +38,9 @@ Where alkit's own MaxVol differs from motep's, and why:
    ~ |component| / eps >> 1.
 3. Grading uses a precomputed inverse of ``A`` (``inv``, falling back to ``pinv`` if ``A`` is singular) instead of a
    ``lstsq`` solve per call, because MD grades every step.
-4. Rows come from motep's run-mode engine (which keeps its neighbour list between calls; alkit's subclass also
-   survives a change in the number of atoms) plus :func:`radial_jacobian` (numpy) for the radial part, instead of
+4. Rows come from the compiled core's evaluation pass (which keeps its neighbour list between MD steps) instead of
    motep's train mode, which rebuilds the neighbour list per structure and also differentiates every force and
-   stress component: 10-40x slower (3.8 s vs ~0.15 s per 300-atom level-16 evaluation).
+   stress component with respect to every parameter.
 5. Configuration mode divides the energy row by the number of atoms (MLIP-2's default "vibrations" weighting) so
    that structures of different sizes are comparable; ``energy_per_atom=False`` gives motep's plain energy row.
 
@@ -52,8 +51,7 @@ of a training cell grades 20-100, and the active-learning driver saw a 0.01 Å d
 0.8 to 5.6 after 58 training structures. The default ``parameters="linear"`` grades in the space of the linear
 coefficients only (moment and species coefficients, as linear-MTP active learning does); its rows have full rank as
 soon as the data do, so motep's algorithm applies and gamma varies smoothly. It is also cheaper (no radial
-Jacobian). ``"all"`` stays available; :func:`radial_jacobian` makes it affordable in MD (motep's train mode, which
-also differentiates every force component, is 10-40x slower than an energy/force evaluation).
+Jacobian). ``"all"`` stays available; the core computes its rows in the evaluation pass.
 
 Distances. Atoms closer than half the potential's ``min_dist`` (:data:`COLLAPSE_FRACTION`) make a structure
 "collapsed" (InputError when grading, a blow-up in MD); closer contacts down to that are graded, not refused.
@@ -75,7 +73,9 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
-from alkit.errors import InputError
+from alkit.errors import ConfigError, InputError
+from alkit.mtp.engine import COLLAPSE_FRACTION, MTPEngine
+from alkit.mtp.potential import MTPPotential
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,6 @@ _MODE_ALIASES = {
 }
 #: MLIP-2's ``threshold_init``: the regularised start of the active set is ``eps * I``.
 DEFAULT_EPS = 1.0e-5
-#: Structures with atoms closer than this fraction of the potential's min_dist are refused as collapsed.
-COLLAPSE_FRACTION = 0.5
 #: Parameter sets the rows are derivatives with respect to: all coefficients (MLIP-2, motep's default) or only the
 #: linear ones (moment and species coefficients).
 PARAMETER_SETS = ("all", "linear")
@@ -136,179 +134,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def read_potential(mtp_path: str | os.PathLike, species: Sequence[int | str]):
-    """Read an MLIP-2 ``.mtp`` with motep and attach ``species`` (atomic numbers in type order).
-
-    Raises InputError naming the file if it is missing or corrupt, or if ``species`` does not match its
-    ``species_count``.
-    """
-    from motep.io.mlip.mtp import read_mtp
-
-    path = Path(mtp_path)
-    if not path.is_file():
-        raise InputError(f"potential file {path} does not exist")
-    try:
-        data = read_mtp(str(path))
-    except Exception as exc:  # motep raises KeyError/ValueError/StopIteration on broken files
-        raise InputError(f"cannot read MTP potential {path}: {type(exc).__name__}: {exc}") from exc
-    zs = normalize_species(species)
-    need = ("moment_coeffs", "species_coeffs", "radial_coeffs")
-    missing = [k for k in need if getattr(data, k, None) is None]
-    if missing:
-        raise InputError(f"potential {path} is untrained or corrupt: it has no {', '.join(missing)}")
-    if int(data.species_count) != len(zs):
-        raise InputError(
-            f"potential {path} has species_count = {data.species_count} but species "
-            f"{[chemical_symbols[z] for z in zs]} were given"
-        )
-    data.species = zs
-    return data
-
-
-def _grading_engine_class():
-    from motep.potentials.mtp.cext.engine import CExtMTPEngine
-
-    class GradingEngine(CExtMTPEngine):
-        """motep's C engine in ``run`` mode with a persistent, skin-buffered neighbour list that is rebuilt when the
-        number of atoms changes (motep's own list crashes then), and that keeps the interatomic vectors of the last
-        evaluation (``last_vectors``) for :func:`radial_jacobian` and the shortest distance (``last_min_distance``)
-        for blow-up checks."""
-
-        last_vectors: np.ndarray | None = None
-        last_min_distance: float = float("inf")
-
-        def update_neighbor_list(self, atoms: Atoms) -> bool:
-            if self.neighbor_list is None or len(self.neighbor_list.cutoffs) != len(atoms):
-                self._initiate_neighbor_list(atoms)
-                return True
-            if self.neighbor_list.update(atoms.pbc, atoms.cell, atoms.positions):
-                self._neighbors, self._offsets = self._get_neighbors_and_offsets(atoms)
-                return True
-            return False
-
-        def _get_interatomic_vectors(self, atoms: Atoms) -> np.ndarray:
-            # r_j + image offset - r_i for every (atom, neighbour slot); padding slots get (max, max, max), which is
-            # beyond the cutoff (motep's convention). motep's own version also logs a warning for every evaluation
-            # with a contact below min_dist, which floods MD logs; alkit reports such contacts through the grade.
-            js = self._neighbors
-            pos = atoms.positions
-            vec = pos[js] + self._offsets - pos[:, None, :]
-            valid = js >= 0
-            vec[~valid] = self.mtp_data.radial_basis.max
-            self.last_vectors = vec
-            self.last_min_distance = float(np.sqrt((vec[valid] ** 2).sum(-1).min())) if valid.any() else float("inf")
-            return vec
-
-    return GradingEngine
-
-
-def make_grading_engine(mtp_data, parameters: str = "linear"):
-    """A motep engine (``run`` mode) that returns energies/forces/stress and keeps what grading needs.
-
-    motep's ``train`` mode would also give the radial-coefficient derivatives of the site energies, but it computes
-    the derivatives of every force and stress component with respect to every radial coefficient too, which makes
-    it 10-40x slower than ``run`` mode (3.8 s per step for 300 atoms at level 16); :func:`radial_jacobian` computes
-    only the site-energy derivatives, in numpy, from the same neighbour data.
-    """
-    normalize_parameters(parameters)
-    return _grading_engine_class()(mtp_data, mode="run")
-
-
-def radial_jacobian(engine, atoms: Atoms) -> np.ndarray:
-    """d(site energy E_i)/d(radial coefficient c[ti, tj, mu, k]), shape (ti, tj, mu, k, natoms) like motep's
-    ``mbd.dvdcs``, after ``engine.calculate(atoms)``.
-
-    E_i = species_coeff[t_i] + sum_a xi_a B_a, where the B_a are products (``alpha_index_times``) of basic moments
-    M_b = sum_j f_mu(r_ij) u_x^p u_y^q u_z^s with f_mu = sum_k c[t_i, t_j, mu, k] Q_k(r_ij) and Q_k the Chebyshev
-    polynomials times (R_cut - r)^2. Hence dE_i/dc[t_i, t, mu, k] = sum_{b: mu_b = mu} (dE_i/dM_b) *
-    sum_{j: t_j = t} Q_k(r_ij) u^(p,q,s), with dE_i/dM_b from back-propagation through the contractions. Same
-    formulas as motep's numpy engine (``_calc_dvdcs_and_dgdcs``), vectorised over atoms; checked against motep's
-    train mode in the tests.
-    """
-    from motep.potentials.mtp.data import get_types
-
-    d = engine.mtp_data
-    vec = engine.last_vectors  # (n, nnb, 3); padding entries are (max, max, max) -> outside the cutoff
-    js = engine._neighbors
-    n, nnb = js.shape
-    spc, rfc, rbs = int(d.species_count), int(d.radial_funcs_count), int(d.radial_basis.size)
-    out = np.zeros((spc, spc, rfc, rbs, n))
-    if nnb == 0:
-        return out
-    rmin, rmax, scaling = float(d.radial_basis.min), float(d.radial_basis.max), float(d.scaling)
-    r = np.sqrt((vec**2).sum(-1))
-    inside = (js >= 0) & (r < rmax)
-    r_safe = np.where(inside, r, rmax)
-    u = vec / r_safe[..., None]
-    # radial basis Q_k (rbs, n, nnb)
-    x = (2.0 * r_safe - (rmin + rmax)) / (rmax - rmin)
-    cheb = np.empty((rbs, n, nnb))
-    cheb[0] = 1.0
-    if rbs > 1:
-        cheb[1] = x
-    for k in range(2, rbs):
-        cheb[k] = 2.0 * x * cheb[k - 1] - cheb[k - 2]
-    Q = cheb * np.where(inside, scaling * (rmax - r_safe) ** 2, 0.0)
-    itypes = get_types(atoms, d.species)
-    jtypes = np.where(js >= 0, itypes[np.maximum(js, 0)], 0)
-    # basic moments M_b = sum_j f_mu(b)(r_ij) * monomial(b)(u_ij); many b share a monomial (differ in mu only)
-    basic = np.asarray(d.alpha_index_basic, dtype=int)
-    mu = basic[:, 0]
-    monos, mono_of = np.unique(basic[:, 1:], axis=0, return_inverse=True)
-    mono_of = mono_of.ravel()
-    maxp = int(monos.max()) if len(monos) else 0
-    upow = np.empty((maxp + 1, n, nnb, 3))
-    upow[0] = 1.0
-    for p_ in range(1, maxp + 1):
-        upow[p_] = upow[p_ - 1] * u
-    g = upow[monos[:, 0], :, :, 0] * upow[monos[:, 1], :, :, 1] * upow[monos[:, 2], :, :, 2]  # (n_mono, n, nnb)
-    coeffs = np.asarray(d.radial_coeffs)[itypes[:, None], jtypes]  # (n, nnb, rfc, rbs)
-    f = np.einsum("ijmk,kij->mij", coeffs, Q)  # (rfc, n, nnb)
-    fg = np.einsum("mij,uij->mui", f, g, optimize=True)  # (rfc, n_mono, n)
-    amc = int(d.alpha_moments_count)
-    m = np.zeros((amc, n))
-    m[: len(basic)] = fg[mu, mono_of]
-    generations = _contraction_generations(engine)
-    for i1, i2, mult, i3 in generations:  # forward: products of finished moments
-        np.add.at(m, i3, mult[:, None] * m[i1] * m[i2])
-    dedm = np.zeros((amc, n))
-    dedm[np.asarray(d.alpha_moment_mapping, dtype=int)] = np.asarray(d.moment_coeffs)[:, None]
-    for i1, i2, mult, i3 in generations[::-1]:  # back-propagation, deepest products first
-        np.add.at(dedm, i1, mult[:, None] * dedm[i3] * m[i2])
-        np.add.at(dedm, i2, mult[:, None] * dedm[i3] * m[i1])
-    # dE_i/dc[t_i, t, mu, k] = sum_j [t_j = t] Q_k(r_ij) * sum_{b: mu_b = mu} dE_i/dM_b * monomial(b)(u_ij)
-    cm = np.zeros((rfc, len(monos), n))
-    np.add.at(cm, (mu, mono_of), dedm[: len(basic)])
-    w = np.einsum("mui,uij->mij", cm, g, optimize=True)  # (rfc, n, nnb)
-    onehot = ((jtypes[..., None] == np.arange(spc)) & inside[..., None]).astype(float)  # (n, nnb, tj)
-    D = np.einsum("kij,mij,ijt->tmki", Q, w, onehot, optimize=True)  # (tj, mu, k, n)
-    for ti in range(spc):
-        mask = itypes == ti
-        out[ti][..., mask] = D[..., mask]
-    return out
-
-
-def _contraction_generations(engine) -> list[tuple[np.ndarray, ...]]:
-    """``alpha_index_times`` (i1, i2, mult, i3: m[i3] += mult m[i1] m[i2]) grouped by the depth of i3 in the
-    product tree, so each group can be applied at once over all its entries and atoms (the inputs of a group are
-    final before it runs; cached on the engine)."""
-    d = engine.mtp_data
-    times = np.asarray(d.alpha_index_times, dtype=int).reshape(-1, 4)
-    key = times.tobytes()
-    cached = getattr(engine, "_alkit_generations", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    depth = np.zeros(int(d.alpha_moments_count), dtype=int)
-    for i1, i2, _, i3 in times:
-        depth[i3] = max(depth[i3], 1 + max(depth[i1], depth[i2]))
-    gens = []
-    for level in sorted(set(depth[times[:, 3]].tolist())):
-        t = times[depth[times[:, 3]] == level]
-        gens.append((t[:, 0], t[:, 1], t[:, 2].astype(float), t[:, 3]))
-    engine._alkit_generations = (key, gens)
-    return gens
-
-
 def normalize_parameters(parameters: str) -> str:
     if parameters not in PARAMETER_SETS:
         raise InputError(f"parameters must be one of {PARAMETER_SETS}, got {parameters!r}")
@@ -346,23 +171,21 @@ def basis_rows(engine, atoms: Atoms, mode: str, results: dict | None = None, per
 
     Columns in motep's order: moment coefficients, species coefficients, then (``parameters="all"``) the radial
     coefficients, i.e. the same rows motep's ``Grader`` builds from ``jac_energies``/``jac_energy``.
-    ``engine`` comes from :func:`make_grading_engine`; if ``results`` is given, the engine's energy/forces/stress
-    are copied into it (MD gets forces and gamma from a single evaluation).
+    ``engine`` is an :class:`alkit.mtp.engine.MTPEngine`; if ``results`` is given, the energy/forces/stress of the
+    same evaluation are copied into it (MD gets forces and gamma from a single pass).
     """
-    res = engine.calculate(atoms)
+    res = engine.compute(atoms, rows=normalize_parameters(parameters))
     if results is not None:
-        results.update({k: np.array(v, copy=True) for k, v in res.items()})
-    n = len(atoms)
-    sp = np.asarray(engine.mtp_data.species)
-    onehot = (atoms.numbers[None, :] == sp[:, None]).astype(float)  # (n_species, natoms)
-    blocks = [engine.mbd.vatoms, onehot]
-    if parameters == "all":
-        blocks.append(radial_jacobian(engine, atoms).reshape(-1, n))
-    per_site = np.vstack(blocks)  # (p, natoms)
+        results.update({k: v for k, v in res.items() if k != "rows"})
+    return site_rows_to_mode(res["rows"], mode, per_atom)
+
+
+def site_rows_to_mode(site_rows: np.ndarray, mode: str, per_atom: bool = True) -> np.ndarray:
+    """Per-site rows as graded in ``mode``: themselves (neighbourhood) or their sum (configuration; / natoms)."""
     if mode == NEIGHBORHOOD:
-        return np.ascontiguousarray(per_site.T)
-    row = per_site.sum(axis=1)[None, :]
-    return row / n if per_atom else row
+        return site_rows
+    row = site_rows.sum(axis=0)[None, :]
+    return row / len(site_rows) if per_atom else row
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -544,7 +367,7 @@ class ActiveSet:
             energy_per_atom=bool(energy_per_atom),
             parameters=normalize_parameters(parameters),
         )
-        self.mtp_data  # reads and validates the file
+        self.potential  # reads and validates the file
         self.mtp_sha256 = file_sha256(mtp_path)
         B, owners = self.rows_of(train, check=True)
         p = self.n_parameters
@@ -575,15 +398,25 @@ class ActiveSet:
 
     # ---- potential / engine ------------------------------------------------------------------------------
     @property
-    def mtp_data(self):
+    def potential(self) -> MTPPotential:
+        """The potential (read and checked once; ``InputError`` naming the file if it is missing or corrupt)."""
         if self._data is None:
-            self._data = read_potential(self.mtp_path, self.species)
+            try:
+                pot = MTPPotential.read(self.mtp_path).require_trained()
+                pot.resolve_species(self.species_symbols)
+            except ConfigError as exc:
+                raise InputError(str(exc)) from None
+            self._data = pot
         return self._data
+
+    @property
+    def species_symbols(self) -> list[str]:
+        return [chemical_symbols[z] for z in self.species]
 
     @property
     def min_dist(self) -> float:
         """The potential's ``min_dist`` (start of its radial basis)."""
-        return float(self.mtp_data.radial_basis.min)
+        return float(self.potential.min_dist)
 
     @property
     def collapse_distance(self) -> float:
@@ -594,17 +427,14 @@ class ActiveSet:
 
     @property
     def n_parameters(self) -> int:
-        d = self.mtp_data
-        n = int(d.alpha_scalar_moments) + int(d.species_count)
-        if self.parameters == "all":
-            n += int(np.size(d.radial_coeffs))
-        return n
+        pot = self.potential
+        return pot.n_params if self.parameters == "all" else pot.n_linear
 
     @property
-    def engine(self):
-        """The (persistent) grading engine; its neighbour list is reused between calls."""
+    def engine(self) -> MTPEngine:
+        """The (persistent) evaluation engine; its neighbour list is reused between calls."""
         if self._engine is None:
-            self._engine = make_grading_engine(self.mtp_data, self.parameters)
+            self._engine = MTPEngine(self.potential, self.species_symbols)
         return self._engine
 
     @property
@@ -634,6 +464,13 @@ class ActiveSet:
         """Basis rows of one structure (no checks); ``results`` receives energy/forces/stress if given."""
         return basis_rows(self.engine, atoms, self.mode, results=results, per_atom=self.energy_per_atom,
                           parameters=self.parameters)
+
+    def gamma_from_site_rows(self, site_rows: np.ndarray) -> tuple[float, np.ndarray]:
+        """(gamma, per-atom gammas) of a structure from its per-site rows (see :meth:`grade`)."""
+        g = self.gamma_of_rows(site_rows_to_mode(site_rows, self.mode, self.energy_per_atom))
+        if self.mode == NEIGHBORHOOD:
+            return float(g.max()), g
+        return float(g[0]), np.full(len(site_rows), float(g[0]))
 
     def gamma_of_rows(self, rows: np.ndarray) -> np.ndarray:
         """max_j |(b A^-1)_j| for each row b."""

