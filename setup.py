@@ -14,7 +14,7 @@ ext_modules = [
         [f"{CSRC}/bindings.cpp"],
         depends=[f"{CSRC}/mtp_core.hpp", f"{CSRC}/mtp_engine.hpp"],
         cxx_std=17,
-        extra_compile_args=["-O3", "-fno-math-errno"],
+        extra_compile_args=["-O3", "-fno-math-errno", "-fopenmp-simd"],
         extra_link_args=["-pthread"],
     ),
 ]

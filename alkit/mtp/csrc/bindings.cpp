@@ -140,7 +140,7 @@ struct PyTrainingSet {
             for (int c = 0; c < ts.n_configs; ++c) {
                 int n = ts.atom_offset[c + 1] - ts.atom_offset[c];
                 build_neighbors(n, P[c].data(), C[c].data(), PB[c].data(), B.rmax, nl);
-                compact_neighbors(nl, P[c].data(), C[c].data(), T[c].data(), B.rmax, ts.nbs[c]);
+                compact_neighbors(nl, P[c].data(), C[c].data(), T[c].data(), B.rmax, B.n_species, ts.nbs[c]);
                 // stress only where the cell is fully periodic
                 const bool* pb = PB[c].data();
                 if (!(pb[0] && pb[1] && pb[2])) ts.has_stress[c] = 0;

@@ -37,6 +37,7 @@ struct Basis {
     int n_mono = 0, max_pow = 0;
     std::vector<int> basic_mu, basic_mono;       // per basic moment: radial function, monomial id
     std::vector<int> mono_a, mono_b, mono_c, mono_nu;  // unique monomials x^a y^b z^c of the unit vector
+    std::vector<int> qk_start, qk;               // basic moments of each monomial (CSR)
     std::vector<int> t_i, t_j, t_k;              // m[k] += mult * m[i] * m[j], in file order
     std::vector<double> t_mult;
     std::vector<int> mapping;                    // scalar moments (multiplied by moment_coeffs)
@@ -82,6 +83,14 @@ struct Basis {
             basic_mono[k] = q;
         }
         n_mono = int(mono_a.size());
+        qk_start.assign(n_mono + 1, 0);
+        for (int k = 0; k < n_basic; ++k) ++qk_start[basic_mono[k] + 1];
+        for (int q = 0; q < n_mono; ++q) qk_start[q + 1] += qk_start[q];
+        qk.assign(n_basic, 0);
+        {
+            std::vector<int> fill(qk_start.begin(), qk_start.end() - 1);
+            for (int k = 0; k < n_basic; ++k) qk[fill[basic_mono[k]]++] = k;
+        }
         t_i.assign(n_times, 0); t_j.assign(n_times, 0); t_k.assign(n_times, 0); t_mult.assign(n_times, 0.0);
         // Entries run in file order (as in MLIP-2): a moment may be read only once every write to it has happened.
         // The reverse sweeps rely on that order, so it is checked here.
@@ -233,105 +242,197 @@ inline void build_neighbors(int n, const double* pos, const double* cell, const 
 }
 
 // ------------------------------------------------------------------------------------------------------------
-// Per-thread workspace (grows, never shrinks)
+// Per-thread workspace (grows, never shrinks). Neighbour quantities are stored structure-of-arrays, [row][n] with
+// row stride `cap`, so the inner loops run over neighbours and vectorise.
 // ------------------------------------------------------------------------------------------------------------
 struct Work {
     int cap = 0;
-    std::vector<double> d, ux, uy, uz;   // per neighbour: distance, unit vector
-    std::vector<double> Q, dQ;           // [nn][n_rb]
-    std::vector<double> f, df;           // [nn][n_mu]
-    std::vector<double> g, gx, gy, gz;   // [nn][n_mono]: monomial and its gradient w.r.t. the unit vector
-    std::vector<double> m, ab, t, bb;    // [n_moments]: moments, dV/dm, tangents, second-order adjoints
-    std::vector<double> S, Sp, X, Y, A;  // scratch
-    std::vector<double> px, py, pz;      // powers
-    std::vector<double> G;               // [n_moments][nn][3] position derivatives (LLS design only)
+    std::vector<double> d, inv, ux, uy, uz, s, dx, dy, dz;  // [cap]
+    std::vector<double> T, dT, Q, dQ;                        // [n_rb][cap]: Chebyshev, basis with cutoff
+    std::vector<double> f, df, X, Y;                         // [n_mu][cap]
+    std::vector<double> px, py, pz;                          // [max_pow + 1][cap]
+    std::vector<double> g, gx, gy, gz, h;                    // [n_mono][cap]
+    std::vector<double> S, Sp, rad, ax, ay, az;              // [cap] scratch
+    std::vector<double> m, ab, t, bb;                        // [n_moments]: moments, dV/dm, tangents, 2nd adjoints
+    std::vector<double> mbar;                                // [n_basic]
+    std::vector<int> tstart;                                 // [n_species + 1]: neighbour range of each type
+    std::vector<double> G;                                   // [n_moments][3][nn] (LLS design only)
+    const Basis* basis = nullptr;
 
     void reserve(const Basis& B, int nn) {
-        if (m.size() != size_t(B.n_moments)) {
+        if (basis != &B || m.size() != size_t(B.n_moments)) {
+            basis = &B;
             m.assign(B.n_moments, 0); ab.assign(B.n_moments, 0); t.assign(B.n_moments, 0); bb.assign(B.n_moments, 0);
-            S.assign(std::max(B.n_mono, 1), 0); Sp.assign(std::max(B.n_mono, 1), 0);
-            X.assign(B.n_mu, 0); Y.assign(B.n_mu, 0); A.assign(std::max(B.n_basic, 1), 0);
-            px.assign(B.max_pow + 1, 0); py.assign(B.max_pow + 1, 0); pz.assign(B.max_pow + 1, 0);
+            mbar.assign(std::max(B.n_basic, 1), 0);
+            tstart.assign(B.n_species + 1, 0);
             cap = 0;
         }
         if (nn <= cap) return;
         cap = std::max(nn, cap * 3 / 2 + 8);
-        d.resize(cap); ux.resize(cap); uy.resize(cap); uz.resize(cap);
-        Q.resize(size_t(cap) * B.n_rb); dQ.resize(size_t(cap) * B.n_rb);
-        f.resize(size_t(cap) * B.n_mu); df.resize(size_t(cap) * B.n_mu);
-        size_t gm = size_t(cap) * std::max(B.n_mono, 1);
-        g.resize(gm); gx.resize(gm); gy.resize(gm); gz.resize(gm);
+        cap = (cap + 7) & ~7;
+        const size_t c = size_t(cap);
+        for (auto* v : {&d, &inv, &ux, &uy, &uz, &s, &dx, &dy, &dz, &S, &Sp, &rad, &ax, &ay, &az}) v->assign(c, 0.0);
+        for (auto* v : {&T, &dT, &Q, &dQ}) v->assign(c * B.n_rb, 0.0);
+        for (auto* v : {&f, &df, &X, &Y}) v->assign(c * B.n_mu, 0.0);
+        for (auto* v : {&px, &py, &pz}) v->assign(c * (B.max_pow + 1), 0.0);
+        for (auto* v : {&g, &gx, &gy, &gz, &h}) v->assign(c * std::max(B.n_mono, 1), 0.0);
     }
 };
 
+// Hot kernels get an AVX2+FMA clone next to the portable one (chosen at load time), so a wheel built with portable
+// flags still runs at full speed on current x86-64 machines.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ALKIT_NO_CLONES)
+#define ALKIT_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ALKIT_HOT
+#endif
+#define ALKIT_PRAGMA(x) _Pragma(#x)
+#define ALKIT_SIMD ALKIT_PRAGMA(omp simd)
+#define ALKIT_SIMD_SUM(v) ALKIT_PRAGMA(omp simd reduction(+ : v))
+
 // ------------------------------------------------------------------------------------------------------------
-// Site kernels
+// Site kernels. Neighbours of a site must be sorted by type (compact_neighbors does it).
 // ------------------------------------------------------------------------------------------------------------
 // Geometry of one neighbourhood: distances, unit vectors, radial basis Q_b = scaling T_b(s) (R - r)^2 (and d/dr),
 // radial functions f_mu = sum_b c[ti][tj][mu][b] Q_b, monomials of the unit vector and their gradients.
-inline void site_geometry(const Basis& B, const double* theta, int ti, int nn, const double* rv, const int* tj,
-                          Work& w) {
-    const int nrb = B.n_rb, nmu = B.n_mu, nmono = B.n_mono, P = B.max_pow;
-    const double span = B.rmax - B.rmin, ds = 2.0 / span;
+ALKIT_HOT static void site_geometry(const Basis& B, const double* theta, int ti, int nn, const double* rv,
+                                    const int* tj, Work& w) {
+    const int cap = w.cap, nrb = B.n_rb, nmu = B.n_mu, nmono = B.n_mono, P = B.max_pow;
+    const double span = B.rmax - B.rmin, ds = 2.0 / span, rsum = B.rmin + B.rmax, R = B.rmax, sc = B.scaling;
+    double* __restrict d = w.d.data();
+    double* __restrict inv = w.inv.data();
+    double* __restrict ux = w.ux.data();
+    double* __restrict uy = w.uy.data();
+    double* __restrict uz = w.uz.data();
+    ALKIT_SIMD
     for (int n = 0; n < nn; ++n) {
         double x = rv[3 * n], y = rv[3 * n + 1], z = rv[3 * n + 2];
         double r = std::sqrt(x * x + y * y + z * z);
-        double inv = 1.0 / r;
-        w.d[n] = r; x *= inv; y *= inv; z *= inv;
-        w.ux[n] = x; w.uy[n] = y; w.uz[n] = z;
-        double s = (2.0 * r - (B.rmin + B.rmax)) / span;
-        double diff = B.rmax - r;
-        double sm = diff > 0 ? B.scaling * diff * diff : 0.0;
-        double dsm = diff > 0 ? -2.0 * B.scaling * diff : 0.0;
-        double* Q = &w.Q[size_t(n) * nrb];
-        double* dQ = &w.dQ[size_t(n) * nrb];
-        // Chebyshev T_b(s) and dT_b/dr by recurrence, times the smooth cutoff
-        double T0 = 1.0, T1 = s, dT0 = 0.0, dT1 = ds;
-        Q[0] = sm; dQ[0] = dsm;
-        if (nrb > 1) { Q[1] = T1 * sm; dQ[1] = dT1 * sm + T1 * dsm; }
-        for (int b = 2; b < nrb; ++b) {
-            double T2 = 2.0 * s * T1 - T0;
-            double dT2 = 2.0 * ds * T1 + 2.0 * s * dT1 - dT0;
-            Q[b] = T2 * sm; dQ[b] = dT2 * sm + T2 * dsm;
-            T0 = T1; T1 = T2; dT0 = dT1; dT1 = dT2;
+        double iv = 1.0 / r;
+        d[n] = r; inv[n] = iv; ux[n] = x * iv; uy[n] = y * iv; uz[n] = z * iv;
+    }
+    // type ranges
+    int* ts = w.tstart.data();
+    {
+        int t = 0;
+        ts[0] = 0;
+        for (int n = 0; n < nn; ++n)
+            while (t < tj[n]) ts[++t] = n;
+        while (t < B.n_species) ts[++t] = nn;
+    }
+    // Chebyshev polynomials T_b(s(r)) and dT_b/dr, times the smooth cutoff scaling (R - r)^2
+    double* __restrict T = w.T.data();
+    double* __restrict dT = w.dT.data();
+    double* __restrict Q = w.Q.data();
+    double* __restrict dQ = w.dQ.data();
+    double* __restrict sm = w.S.data();
+    double* __restrict dsm = w.Sp.data();
+    ALKIT_SIMD
+    for (int n = 0; n < nn; ++n) {
+        double diff = R - d[n];
+        bool in = diff > 0;
+        sm[n] = in ? sc * diff * diff : 0.0;
+        dsm[n] = in ? -2.0 * sc * diff : 0.0;
+        T[n] = 1.0; dT[n] = 0.0;
+        if (nrb > 1) { T[cap + n] = (2.0 * d[n] - rsum) / span; dT[cap + n] = ds; }
+    }
+    for (int b = 2; b < nrb; ++b) {
+        const double* T1 = T + (b - 1) * cap; const double* T0 = T + (b - 2) * cap;
+        const double* dT1 = dT + (b - 1) * cap; const double* dT0 = dT + (b - 2) * cap;
+        double* T2 = T + b * cap; double* dT2 = dT + b * cap;
+        const double* sv = T + cap;
+        ALKIT_SIMD
+        for (int n = 0; n < nn; ++n) {
+            T2[n] = 2.0 * sv[n] * T1[n] - T0[n];
+            dT2[n] = 2.0 * ds * T1[n] + 2.0 * sv[n] * dT1[n] - dT0[n];
         }
-        const double* c = theta + B.off_radial() + size_t(ti * B.n_species + tj[n]) * nmu * nrb;
-        double* f = &w.f[size_t(n) * nmu];
-        double* df = &w.df[size_t(n) * nmu];
+    }
+    for (int b = 0; b < nrb; ++b) {
+        const double* Tb = T + b * cap; const double* dTb = dT + b * cap;
+        double* Qb = Q + b * cap; double* dQb = dQ + b * cap;
+        ALKIT_SIMD
+        for (int n = 0; n < nn; ++n) { Qb[n] = Tb[n] * sm[n]; dQb[n] = dTb[n] * sm[n] + Tb[n] * dsm[n]; }
+    }
+    // radial functions, one neighbour type at a time
+    double* __restrict f = w.f.data();
+    double* __restrict df = w.df.data();
+    for (int mu = 0; mu < nmu; ++mu) {
+        double* fm = f + mu * cap; double* dfm = df + mu * cap;
+        for (int n = 0; n < nn; ++n) { fm[n] = 0.0; dfm[n] = 0.0; }
+    }
+    for (int t = 0; t < B.n_species; ++t) {
+        const int n0 = ts[t], n1 = ts[t + 1];
+        if (n0 == n1) continue;
+        const double* c = theta + B.off_radial() + size_t(ti * B.n_species + t) * nmu * nrb;
         for (int mu = 0; mu < nmu; ++mu) {
-            double v = 0, dv = 0;
-            const double* cm = c + mu * nrb;
-            for (int b = 0; b < nrb; ++b) { v += cm[b] * Q[b]; dv += cm[b] * dQ[b]; }
-            f[mu] = v; df[mu] = dv;
+            double* fm = f + mu * cap; double* dfm = df + mu * cap;
+            for (int b = 0; b < nrb; ++b) {
+                const double cb = c[mu * nrb + b];
+                const double* Qb = Q + b * cap; const double* dQb = dQ + b * cap;
+                ALKIT_SIMD
+                for (int n = n0; n < n1; ++n) { fm[n] += cb * Qb[n]; dfm[n] += cb * dQb[n]; }
+            }
         }
-        double* px = w.px.data(); double* py = w.py.data(); double* pz = w.pz.data();
-        px[0] = py[0] = pz[0] = 1.0;
-        for (int p = 1; p <= P; ++p) { px[p] = px[p - 1] * x; py[p] = py[p - 1] * y; pz[p] = pz[p - 1] * z; }
-        double* g = &w.g[size_t(n) * nmono];
-        double* gx = &w.gx[size_t(n) * nmono];
-        double* gy = &w.gy[size_t(n) * nmono];
-        double* gz = &w.gz[size_t(n) * nmono];
-        for (int q = 0; q < nmono; ++q) {
-            int a = B.mono_a[q], b = B.mono_b[q], cc = B.mono_c[q];
-            double yz = py[b] * pz[cc];
-            g[q] = px[a] * yz;
-            gx[q] = a ? a * px[a - 1] * yz : 0.0;
-            gy[q] = b ? b * px[a] * py[b - 1] * pz[cc] : 0.0;
-            gz[q] = cc ? cc * px[a] * py[b] * pz[cc - 1] : 0.0;
+    }
+    // powers of the unit vector components and the monomials
+    double* __restrict px = w.px.data();
+    double* __restrict py = w.py.data();
+    double* __restrict pz = w.pz.data();
+    for (int n = 0; n < nn; ++n) { px[n] = 1.0; py[n] = 1.0; pz[n] = 1.0; }
+    for (int p = 1; p <= P; ++p) {
+        ALKIT_SIMD
+        for (int n = 0; n < nn; ++n) {
+            px[p * cap + n] = px[(p - 1) * cap + n] * ux[n];
+            py[p * cap + n] = py[(p - 1) * cap + n] * uy[n];
+            pz[p * cap + n] = pz[(p - 1) * cap + n] * uz[n];
+        }
+    }
+    for (int q = 0; q < nmono; ++q) {
+        const int a = B.mono_a[q], b = B.mono_b[q], c = B.mono_c[q];
+        const double* xa = px + a * cap; const double* yb = py + b * cap; const double* zc = pz + c * cap;
+        double* gq = w.g.data() + q * cap;
+        double* gxq = w.gx.data() + q * cap;
+        double* gyq = w.gy.data() + q * cap;
+        double* gzq = w.gz.data() + q * cap;
+        ALKIT_SIMD
+        for (int n = 0; n < nn; ++n) gq[n] = xa[n] * yb[n] * zc[n];
+        if (a) {
+            const double* xa1 = px + (a - 1) * cap;
+            ALKIT_SIMD
+            for (int n = 0; n < nn; ++n) gxq[n] = a * xa1[n] * yb[n] * zc[n];
+        } else {
+            for (int n = 0; n < nn; ++n) gxq[n] = 0.0;
+        }
+        if (b) {
+            const double* yb1 = py + (b - 1) * cap;
+            ALKIT_SIMD
+            for (int n = 0; n < nn; ++n) gyq[n] = b * xa[n] * yb1[n] * zc[n];
+        } else {
+            for (int n = 0; n < nn; ++n) gyq[n] = 0.0;
+        }
+        if (c) {
+            const double* zc1 = pz + (c - 1) * cap;
+            ALKIT_SIMD
+            for (int n = 0; n < nn; ++n) gzq[n] = c * xa[n] * yb[n] * zc1[n];
+        } else {
+            for (int n = 0; n < nn; ++n) gzq[n] = 0.0;
         }
     }
 }
 
 // Moments of the site (basic ones from the neighbourhood, the rest by the product tree); returns the site energy.
-inline double site_moments(const Basis& B, const double* theta, int ti, int nn, Work& w) {
+ALKIT_HOT static double site_moments(const Basis& B, const double* theta, int ti, int nn, Work& w) {
     double* m = w.m.data();
-    std::fill(m, m + B.n_moments, 0.0);
-    const int nmu = B.n_mu, nmono = B.n_mono;
-    for (int n = 0; n < nn; ++n) {
-        const double* f = &w.f[size_t(n) * nmu];
-        const double* g = &w.g[size_t(n) * nmono];
-        for (int k = 0; k < B.n_basic; ++k) m[k] += f[B.basic_mu[k]] * g[B.basic_mono[k]];
+    const int cap = w.cap;
+    for (int k = 0; k < B.n_basic; ++k) {
+        const double* fm = w.f.data() + B.basic_mu[k] * cap;
+        const double* gq = w.g.data() + B.basic_mono[k] * cap;
+        double acc = 0.0;
+        ALKIT_SIMD_SUM(acc)
+        for (int n = 0; n < nn; ++n) acc += fm[n] * gq[n];
+        m[k] = acc;
     }
+    for (int k = B.n_basic; k < B.n_moments; ++k) m[k] = 0.0;
     for (int t = 0; t < B.n_times; ++t) m[B.t_k[t]] += B.t_mult[t] * m[B.t_i[t]] * m[B.t_j[t]];
     double V = theta[B.off_species() + ti];
     for (int a = 0; a < B.n_scalar; ++a) V += theta[a] * m[B.mapping[a]];
@@ -339,7 +440,7 @@ inline double site_moments(const Basis& B, const double* theta, int ti, int nn, 
 }
 
 // ab = dV/dm for every moment (reverse sweep of the product tree).
-inline void site_adjoint(const Basis& B, const double* theta, Work& w) {
+static inline void site_adjoint(const Basis& B, const double* theta, Work& w) {
     double* ab = w.ab.data();
     const double* m = w.m.data();
     std::fill(ab, ab + B.n_moments, 0.0);
@@ -353,81 +454,116 @@ inline void site_adjoint(const Basis& B, const double* theta, Work& w) {
 }
 
 // dV/dr for every neighbour (3 per neighbour into out): d(f g)/dr = u (f' g - nu f g / r) + (f / r) grad_u g.
-inline void site_forces(const Basis& B, int nn, Work& w, double* out) {
-    const int nmu = B.n_mu, nmono = B.n_mono;
-    double* S = w.S.data();
-    double* Sp = w.Sp.data();
+ALKIT_HOT static void site_forces(const Basis& B, int nn, Work& w, double* out) {
+    const int cap = w.cap;
     const double* ab = w.ab.data();
+    double* __restrict S = w.S.data();
+    double* __restrict Sp = w.Sp.data();
+    double* __restrict rad = w.rad.data();
+    double* __restrict ax = w.ax.data();
+    double* __restrict ay = w.ay.data();
+    double* __restrict az = w.az.data();
+    const double* __restrict inv = w.inv.data();
+    for (int n = 0; n < nn; ++n) { rad[n] = 0; ax[n] = 0; ay[n] = 0; az[n] = 0; }
+    for (int q = 0; q < B.n_mono; ++q) {
+        const int k0 = B.qk_start[q], k1 = B.qk_start[q + 1];
+        bool any = false;
+        for (int e = k0; e < k1; ++e) any |= ab[B.qk[e]] != 0.0;
+        if (!any) continue;
+        for (int n = 0; n < nn; ++n) { S[n] = 0; Sp[n] = 0; }
+        for (int e = k0; e < k1; ++e) {
+            const int k = B.qk[e];
+            const double a = ab[k];
+            const double* fm = w.f.data() + B.basic_mu[k] * cap;
+            const double* dfm = w.df.data() + B.basic_mu[k] * cap;
+            ALKIT_SIMD
+            for (int n = 0; n < nn; ++n) { S[n] += a * fm[n]; Sp[n] += a * dfm[n]; }
+        }
+        const double nu = B.mono_nu[q];
+        const double* gq = w.g.data() + q * cap;
+        const double* gxq = w.gx.data() + q * cap;
+        const double* gyq = w.gy.data() + q * cap;
+        const double* gzq = w.gz.data() + q * cap;
+        ALKIT_SIMD
+        for (int n = 0; n < nn; ++n) {
+            rad[n] += (Sp[n] - nu * S[n] * inv[n]) * gq[n];
+            ax[n] += S[n] * gxq[n]; ay[n] += S[n] * gyq[n]; az[n] += S[n] * gzq[n];
+        }
+    }
     for (int n = 0; n < nn; ++n) {
-        const double* f = &w.f[size_t(n) * nmu];
-        const double* df = &w.df[size_t(n) * nmu];
-        std::fill(S, S + nmono, 0.0);
-        std::fill(Sp, Sp + nmono, 0.0);
-        for (int k = 0; k < B.n_basic; ++k) {
-            int q = B.basic_mono[k], mu = B.basic_mu[k];
-            S[q] += ab[k] * f[mu];
-            Sp[q] += ab[k] * df[mu];
-        }
-        const double* g = &w.g[size_t(n) * nmono];
-        const double* gx = &w.gx[size_t(n) * nmono];
-        const double* gy = &w.gy[size_t(n) * nmono];
-        const double* gz = &w.gz[size_t(n) * nmono];
-        double inv = 1.0 / w.d[n];
-        double rad = 0, ax = 0, ay = 0, az = 0;
-        for (int q = 0; q < nmono; ++q) {
-            rad += (Sp[q] - B.mono_nu[q] * S[q] * inv) * g[q];
-            ax += S[q] * gx[q]; ay += S[q] * gy[q]; az += S[q] * gz[q];
-        }
-        out[3 * n] = w.ux[n] * rad + ax * inv;
-        out[3 * n + 1] = w.uy[n] * rad + ay * inv;
-        out[3 * n + 2] = w.uz[n] * rad + az * inv;
+        out[3 * n] = w.ux[n] * rad[n] + ax[n] * inv[n];
+        out[3 * n + 1] = w.uy[n] * rad[n] + ay[n] * inv[n];
+        out[3 * n + 2] = w.uz[n] * rad[n] + az[n] * inv[n];
     }
 }
 
-// dV/d(radial coefficients of this site's type row): out[tj][mu][b] (size n_species * n_mu * n_rb), accumulated.
-inline void site_radial_jacobian(const Basis& B, int nn, const int* tj, Work& w, double* out) {
-    const int nmu = B.n_mu, nmono = B.n_mono, nrb = B.n_rb;
-    double* X = w.X.data();
+// out[tj][mu][b] += dV/dc[ti][tj][mu][b] (this site's type row; n_species * n_mu * n_rb entries).
+ALKIT_HOT static void site_radial_jacobian(const Basis& B, int nn, Work& w, double* out) {
+    const int cap = w.cap, nmu = B.n_mu, nrb = B.n_rb;
     const double* ab = w.ab.data();
-    for (int n = 0; n < nn; ++n) {
-        std::fill(X, X + nmu, 0.0);
-        const double* g = &w.g[size_t(n) * nmono];
-        for (int k = 0; k < B.n_basic; ++k) X[B.basic_mu[k]] += ab[k] * g[B.basic_mono[k]];
-        const double* Q = &w.Q[size_t(n) * nrb];
-        double* o = out + size_t(tj[n]) * nmu * nrb;
+    double* __restrict X = w.X.data();
+    for (int i = 0; i < nmu * cap; ++i) X[i] = 0.0;
+    for (int k = 0; k < B.n_basic; ++k) {
+        const double a = ab[k];
+        if (a == 0.0) continue;
+        double* Xm = X + B.basic_mu[k] * cap;
+        const double* gq = w.g.data() + B.basic_mono[k] * cap;
+        ALKIT_SIMD
+        for (int n = 0; n < nn; ++n) Xm[n] += a * gq[n];
+    }
+    const int* ts = w.tstart.data();
+    for (int t = 0; t < B.n_species; ++t) {
+        const int n0 = ts[t], n1 = ts[t + 1];
+        if (n0 == n1) continue;
+        double* o = out + size_t(t) * nmu * nrb;
         for (int mu = 0; mu < nmu; ++mu)
-            for (int b = 0; b < nrb; ++b) o[mu * nrb + b] += X[mu] * Q[b];
+            for (int b = 0; b < nrb; ++b) {
+                const double* Xm = X + mu * cap; const double* Qb = w.Q.data() + b * cap;
+                double acc = 0.0;
+                ALKIT_SIMD_SUM(acc)
+                for (int n = n0; n < n1; ++n) acc += Xm[n] * Qb[n];
+                o[mu * nrb + b] += acc;
+            }
     }
 }
 
 // Training pass of one site: with lambda = dLoss/dV_i (the same for all sites of a configuration) and per-neighbour
 // tangent directions delta (3 per neighbour), accumulate d/dtheta [lambda V_i + sum_n dV_i/dr_n . delta_n] into grad.
 // Requires site_geometry, site_moments and site_adjoint of this site in w.
-inline void site_train(const Basis& B, int ti, int nn, const int* tj, const double* delta,
-                       double lambda, Work& w, double* grad) {
-    const int nmu = B.n_mu, nmono = B.n_mono, nrb = B.n_rb;
+ALKIT_HOT static void site_train(const Basis& B, int ti, int nn, const double* delta, double lambda, Work& w,
+                                 double* grad) {
+    const int cap = w.cap, nmu = B.n_mu, nrb = B.n_rb;
     const double* m = w.m.data();
     const double* ab = w.ab.data();
     double* t = w.t.data();
     double* bb = w.bb.data();
-    std::fill(t, t + B.n_moments, 0.0);
-    // tangents of the basic moments; reuse gx,gy,gz slots? no: keep them, store h in S-scratch per neighbour
-    // h_q = (grad_u g_q . delta - nu_q g_q s) / r, s = u . delta
+    double* __restrict s = w.s.data();
+    double* __restrict dx = w.dx.data();
+    double* __restrict dy = w.dy.data();
+    double* __restrict dz = w.dz.data();
+    const double* __restrict inv = w.inv.data();
     for (int n = 0; n < nn; ++n) {
-        const double* f = &w.f[size_t(n) * nmu];
-        const double* df = &w.df[size_t(n) * nmu];
-        const double* g = &w.g[size_t(n) * nmono];
-        const double* gx = &w.gx[size_t(n) * nmono];
-        const double* gy = &w.gy[size_t(n) * nmono];
-        const double* gz = &w.gz[size_t(n) * nmono];
-        double dx = delta[3 * n], dy = delta[3 * n + 1], dz = delta[3 * n + 2];
-        double s = w.ux[n] * dx + w.uy[n] * dy + w.uz[n] * dz;
-        double inv = 1.0 / w.d[n];
-        double* h = w.S.data();
-        for (int q = 0; q < nmono; ++q) h[q] = (gx[q] * dx + gy[q] * dy + gz[q] * dz - B.mono_nu[q] * g[q] * s) * inv;
-        for (int k = 0; k < B.n_basic; ++k) {
-            int q = B.basic_mono[k], mu = B.basic_mu[k];
-            t[k] += df[mu] * g[q] * s + f[mu] * h[q];
+        dx[n] = delta[3 * n]; dy[n] = delta[3 * n + 1]; dz[n] = delta[3 * n + 2];
+        s[n] = w.ux[n] * dx[n] + w.uy[n] * dy[n] + w.uz[n] * dz[n];
+    }
+    // h_q = (grad_u g_q . delta - nu_q g_q s) / r, and the tangents of the basic moments
+    for (int q = 0; q < B.n_mono; ++q) {
+        const double nu = B.mono_nu[q];
+        const double* gq = w.g.data() + q * cap;
+        const double* gxq = w.gx.data() + q * cap;
+        const double* gyq = w.gy.data() + q * cap;
+        const double* gzq = w.gz.data() + q * cap;
+        double* __restrict hq = w.h.data() + q * cap;
+        ALKIT_SIMD
+        for (int n = 0; n < nn; ++n) hq[n] = (gxq[n] * dx[n] + gyq[n] * dy[n] + gzq[n] * dz[n] - nu * gq[n] * s[n]) * inv[n];
+        for (int e = B.qk_start[q]; e < B.qk_start[q + 1]; ++e) {
+            const int k = B.qk[e];
+            const double* fm = w.f.data() + B.basic_mu[k] * cap;
+            const double* dfm = w.df.data() + B.basic_mu[k] * cap;
+            double acc = 0.0;
+            ALKIT_SIMD_SUM(acc)
+            for (int n = 0; n < nn; ++n) acc += dfm[n] * gq[n] * s[n] + fm[n] * hq[n];
+            t[k] = acc;
         }
     }
     for (int k = B.n_basic; k < B.n_moments; ++k) t[k] = 0.0;
@@ -436,9 +572,8 @@ inline void site_train(const Basis& B, int ti, int nn, const int* tj, const doub
     // second-order adjoint bb = d/dm (sum_k ab_k t_k)
     std::fill(bb, bb + B.n_moments, 0.0);
     for (int q = B.n_times - 1; q >= 0; --q) {
-        int i = B.t_i[q], j = B.t_j[q], k = B.t_k[q];
-        double mult = B.t_mult[q];
-        double bk = bb[k], ak = ab[k];
+        const int i = B.t_i[q], j = B.t_j[q], k = B.t_k[q];
+        const double mult = B.t_mult[q], bk = bb[k], ak = ab[k];
         if (bk == 0.0 && ak == 0.0) continue;
         bb[i] += mult * (bk * m[j] + ak * t[j]);
         bb[j] += mult * (bk * m[i] + ak * t[i]);
@@ -446,72 +581,76 @@ inline void site_train(const Basis& B, int ti, int nn, const int* tj, const doub
     // linear coefficients
     for (int a = 0; a < B.n_scalar; ++a) grad[a] += lambda * m[B.mapping[a]] + t[B.mapping[a]];
     grad[B.off_species() + ti] += lambda;
-    // radial coefficients: mbar = lambda ab + bb (for m), ab (for t)
-    double* mbar = w.A.data();
-    for (int k = 0; k < B.n_basic; ++k) mbar[k] = lambda * ab[k] + bb[k];
-    double* X = w.X.data();
-    double* Y = w.Y.data();
-    for (int n = 0; n < nn; ++n) {
-        const double* g = &w.g[size_t(n) * nmono];
-        const double* gx = &w.gx[size_t(n) * nmono];
-        const double* gy = &w.gy[size_t(n) * nmono];
-        const double* gz = &w.gz[size_t(n) * nmono];
-        double dx = delta[3 * n], dy = delta[3 * n + 1], dz = delta[3 * n + 2];
-        double s = w.ux[n] * dx + w.uy[n] * dy + w.uz[n] * dz;
-        double inv = 1.0 / w.d[n];
-        double* h = w.S.data();
-        for (int q = 0; q < nmono; ++q) h[q] = (gx[q] * dx + gy[q] * dy + gz[q] * dz - B.mono_nu[q] * g[q] * s) * inv;
-        std::fill(X, X + nmu, 0.0);
-        std::fill(Y, Y + nmu, 0.0);
-        for (int k = 0; k < B.n_basic; ++k) {
-            int q = B.basic_mono[k], mu = B.basic_mu[k];
-            X[mu] += mbar[k] * g[q] + ab[k] * h[q];
-            Y[mu] += ab[k] * g[q];
-        }
-        const double* Q = &w.Q[size_t(n) * nrb];
-        const double* dQ = &w.dQ[size_t(n) * nrb];
-        double* o = grad + B.radial_index(ti, tj[n], 0, 0);
+    // radial coefficients: X_mu = sum_k (mbar_k g + ab_k h), Y_mu = s sum_k ab_k g, mbar = lambda ab + bb
+    double* __restrict X = w.X.data();
+    double* __restrict Y = w.Y.data();
+    for (int i = 0; i < nmu * cap; ++i) { X[i] = 0.0; Y[i] = 0.0; }
+    for (int k = 0; k < B.n_basic; ++k) {
+        const double mb = lambda * ab[k] + bb[k], a = ab[k];
+        if (mb == 0.0 && a == 0.0) continue;
+        const int q = B.basic_mono[k];
+        const double* gq = w.g.data() + q * cap;
+        const double* hq = w.h.data() + q * cap;
+        double* Xm = X + B.basic_mu[k] * cap;
+        double* Ym = Y + B.basic_mu[k] * cap;
+        ALKIT_SIMD
+        for (int n = 0; n < nn; ++n) { Xm[n] += mb * gq[n] + a * hq[n]; Ym[n] += a * gq[n]; }
+    }
+    const int* ts = w.tstart.data();
+    for (int tt = 0; tt < B.n_species; ++tt) {
+        const int n0 = ts[tt], n1 = ts[tt + 1];
+        if (n0 == n1) continue;
+        double* o = grad + B.radial_index(ti, tt, 0, 0);
         for (int mu = 0; mu < nmu; ++mu) {
-            double xm = X[mu], ym = Y[mu] * s;
-            for (int b = 0; b < nrb; ++b) o[mu * nrb + b] += xm * Q[b] + ym * dQ[b];
+            const double* Xm = X + mu * cap; const double* Ym = Y + mu * cap;
+            for (int b = 0; b < nrb; ++b) {
+                const double* Qb = w.Q.data() + b * cap; const double* dQb = w.dQ.data() + b * cap;
+                double acc = 0.0;
+                ALKIT_SIMD_SUM(acc)
+                for (int n = n0; n < n1; ++n) acc += Xm[n] * Qb[n] + Ym[n] * s[n] * dQb[n];
+                o[mu * nrb + b] += acc;
+            }
         }
     }
 }
 
 // Position derivatives of every moment w.r.t. every neighbour vector (forward mode), for the LLS design matrix:
-// w.G[(k * nn + n) * 3 + c] = d m_k / d r_n,c. Requires site_geometry and site_moments.
-inline void site_moment_gradients(const Basis& B, int nn, Work& w) {
-    const int nmu = B.n_mu, nmono = B.n_mono;
-    size_t need = size_t(B.n_moments) * nn * 3;
+// w.G[(k * 3 + c) * nn + n] = d m_k / d r_n,c. Requires site_geometry and site_moments.
+ALKIT_HOT static void site_moment_gradients(const Basis& B, int nn, Work& w) {
+    const int cap = w.cap;
+    const size_t stride = size_t(3) * nn;
+    const size_t need = size_t(B.n_moments) * stride;
     if (w.G.size() < need) w.G.resize(need);
     double* G = w.G.data();
-    std::fill(G, G + need, 0.0);
     const double* m = w.m.data();
-    for (int n = 0; n < nn; ++n) {
-        const double* f = &w.f[size_t(n) * nmu];
-        const double* df = &w.df[size_t(n) * nmu];
-        const double* g = &w.g[size_t(n) * nmono];
-        const double* gx = &w.gx[size_t(n) * nmono];
-        const double* gy = &w.gy[size_t(n) * nmono];
-        const double* gz = &w.gz[size_t(n) * nmono];
-        double inv = 1.0 / w.d[n], ux = w.ux[n], uy = w.uy[n], uz = w.uz[n];
-        for (int k = 0; k < B.n_basic; ++k) {
-            int q = B.basic_mono[k], mu = B.basic_mu[k];
-            double rad = df[mu] * g[q] - B.mono_nu[q] * f[mu] * g[q] * inv;
-            double fi = f[mu] * inv;
-            double* o = G + (size_t(k) * nn + n) * 3;
-            o[0] = ux * rad + fi * gx[q];
-            o[1] = uy * rad + fi * gy[q];
-            o[2] = uz * rad + fi * gz[q];
+    const double* __restrict inv = w.inv.data();
+    for (int k = 0; k < B.n_basic; ++k) {
+        const int q = B.basic_mono[k], mu = B.basic_mu[k];
+        const double nu = B.mono_nu[q];
+        const double* fm = w.f.data() + mu * cap; const double* dfm = w.df.data() + mu * cap;
+        const double* gq = w.g.data() + q * cap;
+        const double* gxq = w.gx.data() + q * cap;
+        const double* gyq = w.gy.data() + q * cap;
+        const double* gzq = w.gz.data() + q * cap;
+        double* __restrict o = G + size_t(k) * stride;
+        ALKIT_SIMD
+        for (int n = 0; n < nn; ++n) {
+            double rad = dfm[n] * gq[n] - nu * fm[n] * gq[n] * inv[n];
+            double fi = fm[n] * inv[n];
+            o[n] = w.ux[n] * rad + fi * gxq[n];
+            o[nn + n] = w.uy[n] * rad + fi * gyq[n];
+            o[2 * nn + n] = w.uz[n] * rad + fi * gzq[n];
         }
     }
+    for (int k = B.n_basic; k < B.n_moments; ++k) std::fill(G + size_t(k) * stride, G + size_t(k + 1) * stride, 0.0);
     for (int q = 0; q < B.n_times; ++q) {
-        int i = B.t_i[q], j = B.t_j[q], k = B.t_k[q];
-        double mult = B.t_mult[q], mi = mult * m[i], mj = mult * m[j];
-        double* Gk = G + size_t(k) * nn * 3;
-        const double* Gi = G + size_t(i) * nn * 3;
-        const double* Gj = G + size_t(j) * nn * 3;
-        for (int c = 0; c < 3 * nn; ++c) Gk[c] += Gi[c] * mj + mi * Gj[c];
+        const int i = B.t_i[q], j = B.t_j[q], k = B.t_k[q];
+        const double mult = B.t_mult[q], mi = mult * m[i], mj = mult * m[j];
+        double* __restrict Gk = G + size_t(k) * stride;
+        const double* Gi = G + size_t(i) * stride;
+        const double* Gj = G + size_t(j) * stride;
+        ALKIT_SIMD
+        for (size_t c = 0; c < stride; ++c) Gk[c] += Gi[c] * mj + mi * Gj[c];
     }
 }
 

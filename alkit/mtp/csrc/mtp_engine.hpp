@@ -53,7 +53,7 @@ struct Evaluator {
                     for (int a = 0; a < B.n_scalar; ++a) r[a] = w.m[B.mapping[a]];
                     r[B.off_species() + ti] = 1.0;
                     if (row_mode == ROWS_ALL)
-                        site_radial_jacobian(B, nn, &nb.jtype[p0], w, r + B.radial_index(ti, 0, 0, 0));
+                        site_radial_jacobian(B, nn, w, r + B.radial_index(ti, 0, 0, 0));
                 }
             }
         };
@@ -80,8 +80,9 @@ struct Evaluator {
 };
 
 // Select the pairs of a (skin-padded) neighbour list that lie within rc for the current positions and cell.
+// Neighbours of each atom come out sorted by type (stable), which the site kernels require.
 inline void compact_neighbors(const NeighborList& nl, const double* pos, const double* cell, const int* types,
-                              double rc, Neighborhoods& out) {
+                              double rc, int n_species, Neighborhoods& out) {
     const int n = nl.n_atoms;
     out.n_atoms = n;
     out.start.resize(n + 1);
@@ -90,18 +91,21 @@ inline void compact_neighbors(const NeighborList& nl, const double* pos, const d
     const double rc2 = rc * rc;
     out.start[0] = 0;
     for (int i = 0; i < n; ++i) {
-        for (int p = nl.start[i]; p < nl.start[i + 1]; ++p) {
-            int j = nl.jatom[p];
-            const int* s = &nl.shift[size_t(p) * 3];
-            double v[3];
-            for (int c = 0; c < 3; ++c)
-                v[c] = pos[3 * j + c] + s[0] * cell[c] + s[1] * cell[3 + c] + s[2] * cell[6 + c] - pos[3 * i + c];
-            double r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
-            if (r2 >= rc2) continue;
-            out.jatom.push_back(j);
-            out.jtype.push_back(types[j]);
-            out.vec.push_back(v[0]); out.vec.push_back(v[1]); out.vec.push_back(v[2]);
-            out.min_distance = std::min(out.min_distance, std::sqrt(r2));
+        for (int t = 0; t < n_species; ++t) {
+            for (int p = nl.start[i]; p < nl.start[i + 1]; ++p) {
+                int j = nl.jatom[p];
+                if (types[j] != t) continue;
+                const int* s = &nl.shift[size_t(p) * 3];
+                double v[3];
+                for (int c = 0; c < 3; ++c)
+                    v[c] = pos[3 * j + c] + s[0] * cell[c] + s[1] * cell[3 + c] + s[2] * cell[6 + c] - pos[3 * i + c];
+                double r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+                if (r2 >= rc2) continue;
+                out.jatom.push_back(j);
+                out.jtype.push_back(t);
+                out.vec.push_back(v[0]); out.vec.push_back(v[1]); out.vec.push_back(v[2]);
+                out.min_distance = std::min(out.min_distance, std::sqrt(r2));
+            }
         }
         out.start[i + 1] = int(out.jatom.size());
     }
@@ -152,7 +156,7 @@ struct StructureCalculator {
                 for (int d = 0; d < 3; ++d) nimg_max[d] = std::max(nimg_max[d], std::abs(nl.shift[3 * p + d]));
             ++n_builds;
         }
-        compact_neighbors(nl, pos, cell, types, B.rmax, nb);
+        compact_neighbors(nl, pos, cell, types, B.rmax, B.n_species, nb);
     }
 };
 
@@ -305,7 +309,7 @@ struct TrainingSet {
                     site_geometry(B, theta, ty[i], nn, &nb.vec[size_t(p0) * 3], &nb.jtype[p0], w);
                     std::copy(cc.begin() + size_t(i) * 2 * B.n_moments, cc.begin() + size_t(i) * 2 * B.n_moments + B.n_moments, w.m.begin());
                     std::copy(cc.begin() + size_t(i) * 2 * B.n_moments + B.n_moments, cc.begin() + size_t(i + 1) * 2 * B.n_moments, w.ab.begin());
-                    site_train(B, ty[i], nn, &nb.jtype[p0], delta + size_t(p0) * 3, lambda, w, g);
+                    site_train(B, ty[i], nn, delta + size_t(p0) * 3, lambda, w, g);
                 }
             }
         };
@@ -379,7 +383,7 @@ struct TrainingSet {
                     for (int a = 0; a < s; ++a) {
                         const double* Ga = &w.G[size_t(B.mapping[a]) * nn * 3];
                         for (int q = 0; q < nn; ++q) {
-                            const double* d = Ga + 3 * q;
+                            const double d[3] = {Ga[q], Ga[nn + q], Ga[2 * nn + q]};
                             int j = nb.jatom[p0 + q];
                             const double* r = &nb.vec[size_t(p0 + q) * 3];
                             for (int k = 0; k < 3; ++k) {
