@@ -614,32 +614,37 @@ ALKIT_HOT static void site_train(const Basis& B, int ti, int nn, const double* d
     }
 }
 
-// Position derivatives of every moment w.r.t. every neighbour vector (forward mode), for the LLS design matrix:
-// w.G[(k * 3 + c) * nn + n] = d m_k / d r_n,c. Requires site_geometry and site_moments.
-ALKIT_HOT static void site_moment_gradients(const Basis& B, int nn, Work& w) {
-    const int cap = w.cap;
-    const size_t stride = size_t(3) * nn;
+// Position derivatives of every moment w.r.t. the neighbour vectors n0..n1-1 (forward mode through the product
+// tree), for the LLS design matrix: w.G[(k * 3 + c) * nb + (n - n0)] = d m_k / d r_n,c with nb = n1 - n0. Callers
+// go through a site in blocks of a few neighbours so that the n_moments x 3 x nb array stays in cache (the tree
+// sweep is memory-bound otherwise). Requires site_geometry and site_moments.
+ALKIT_HOT static void site_moment_gradients(const Basis& B, int n0, int n1, Work& w) {
+    const int cap = w.cap, nb = n1 - n0;
+    const size_t stride = size_t(3) * nb;
     const size_t need = size_t(B.n_moments) * stride;
     if (w.G.size() < need) w.G.resize(need);
     double* G = w.G.data();
     const double* m = w.m.data();
-    const double* __restrict inv = w.inv.data();
+    const double* __restrict inv = w.inv.data() + n0;
+    const double* __restrict ux = w.ux.data() + n0;
+    const double* __restrict uy = w.uy.data() + n0;
+    const double* __restrict uz = w.uz.data() + n0;
     for (int k = 0; k < B.n_basic; ++k) {
         const int q = B.basic_mono[k], mu = B.basic_mu[k];
         const double nu = B.mono_nu[q];
-        const double* fm = w.f.data() + mu * cap; const double* dfm = w.df.data() + mu * cap;
-        const double* gq = w.g.data() + q * cap;
-        const double* gxq = w.gx.data() + q * cap;
-        const double* gyq = w.gy.data() + q * cap;
-        const double* gzq = w.gz.data() + q * cap;
+        const double* fm = w.f.data() + mu * cap + n0; const double* dfm = w.df.data() + mu * cap + n0;
+        const double* gq = w.g.data() + q * cap + n0;
+        const double* gxq = w.gx.data() + q * cap + n0;
+        const double* gyq = w.gy.data() + q * cap + n0;
+        const double* gzq = w.gz.data() + q * cap + n0;
         double* __restrict o = G + size_t(k) * stride;
         ALKIT_SIMD
-        for (int n = 0; n < nn; ++n) {
+        for (int n = 0; n < nb; ++n) {
             double rad = dfm[n] * gq[n] - nu * fm[n] * gq[n] * inv[n];
             double fi = fm[n] * inv[n];
-            o[n] = w.ux[n] * rad + fi * gxq[n];
-            o[nn + n] = w.uy[n] * rad + fi * gyq[n];
-            o[2 * nn + n] = w.uz[n] * rad + fi * gzq[n];
+            o[n] = ux[n] * rad + fi * gxq[n];
+            o[nb + n] = uy[n] * rad + fi * gyq[n];
+            o[2 * nb + n] = uz[n] * rad + fi * gzq[n];
         }
     }
     for (int k = B.n_basic; k < B.n_moments; ++k) std::fill(G + size_t(k) * stride, G + size_t(k + 1) * stride, 0.0);
@@ -651,6 +656,26 @@ ALKIT_HOT static void site_moment_gradients(const Basis& B, int nn, Work& w) {
         const double* Gj = G + size_t(j) * stride;
         ALKIT_SIMD
         for (size_t c = 0; c < stride; ++c) Gk[c] += Gi[c] * mj + mi * Gj[c];
+    }
+}
+
+// Upper triangle of K += c * A A' for the rows of A (n_rows x len, row-major) and h += c * A y.
+ALKIT_HOT static void add_gram(int n_rows, int len, const double* A, const double* y, double c, double* K, int ldk,
+                               double* h, double sign) {
+    for (int a = 0; a < n_rows; ++a) {
+        const double* ra = A + size_t(a) * len;
+        double* Ka = K + size_t(a) * ldk;
+        for (int b = a; b < n_rows; ++b) {
+            const double* rb = A + size_t(b) * len;
+            double acc = 0.0;
+            ALKIT_SIMD_SUM(acc)
+            for (int r = 0; r < len; ++r) acc += ra[r] * rb[r];
+            Ka[b] += c * acc;
+        }
+        double acc = 0.0;
+        ALKIT_SIMD_SUM(acc)
+        for (int r = 0; r < len; ++r) acc += ra[r] * y[r];
+        h[a] += sign * c * acc;
     }
 }
 

@@ -351,7 +351,7 @@ struct TrainingSet {
         const int s = B.n_scalar, nl = B.n_linear();
         const int n_blocks = (n_configs + LLS_BLOCK - 1) / LLS_BLOCK;
         std::vector<double> bK(size_t(n_blocks) * nl * nl, 0.0), bh(size_t(n_blocks) * nl, 0.0), bc(n_blocks, 0.0);
-        std::vector<std::vector<double>> dbuf(n_threads);
+        std::vector<std::vector<double>> dbuf(n_threads), sbuf(n_threads);
         const double inv_nc = 1.0 / std::max(1, n_configs);
         parallel_for(n_blocks, n_threads, [&](int tid, int blk) {
             double* Kb = &bK[size_t(blk) * nl * nl];
@@ -364,13 +364,14 @@ struct TrainingSet {
                 const int* ty = &types[atom_offset[c]];
                 bool use_f = has_forces[c] && wF > 0;
                 bool use_s = has_stress[c] && wS > 0;
-                // energy row e (nl), force design Dm (3n x s), virial design Wd (9 x s)
+                // energy row e (nl); force design, column-major: Dc[a][3n] = d(sum_i B_a(i))/dx (force = -Dc xi);
+                // virial design Wd[a][9]
                 size_t need = size_t(nl) + size_t(3 * n) * s + 9 * size_t(s);
                 if (D.size() < need) D.resize(need);
                 std::fill(D.begin(), D.begin() + need, 0.0);
                 double* e = D.data();
-                double* Dm = e + nl;
-                double* Wd = Dm + size_t(3 * n) * s;
+                double* Dc = e + nl;
+                double* Wd = Dc + size_t(3 * n) * s;
                 for (int i = 0; i < n; ++i) {
                     int p0 = nb.start[i], nn = nb.start[i + 1] - p0;
                     w.reserve(B, nn);
@@ -379,61 +380,75 @@ struct TrainingSet {
                     for (int a = 0; a < s; ++a) e[a] += w.m[B.mapping[a]];
                     e[s + ty[i]] += 1.0;
                     if (!use_f && !use_s) continue;
-                    site_moment_gradients(B, nn, w);
-                    for (int a = 0; a < s; ++a) {
-                        const double* Ga = &w.G[size_t(B.mapping[a]) * nn * 3];
-                        for (int q = 0; q < nn; ++q) {
-                            const double d[3] = {Ga[q], Ga[nn + q], Ga[2 * nn + q]};
-                            int j = nb.jatom[p0 + q];
-                            const double* r = &nb.vec[size_t(p0 + q) * 3];
-                            for (int k = 0; k < 3; ++k) {
-                                Dm[size_t(3 * i + k) * s + a] -= d[k];  // d(sum_i B)/dx_i = -sum dB/dr
-                                Dm[size_t(3 * j + k) * s + a] += d[k];
-                                for (int l = 0; l < 3; ++l) Wd[size_t(3 * k + l) * s + a] += r[k] * d[l];
+                    const int* jat = &nb.jatom[p0];
+                    const double* rv = &nb.vec[size_t(p0) * 3];
+                    constexpr int NB = 64;  // neighbours per forward-mode block
+                    for (int q0 = 0; q0 < nn; q0 += NB) {
+                        const int q1 = std::min(nn, q0 + NB), nq = q1 - q0;
+                        site_moment_gradients(B, q0, q1, w);
+                        for (int a = 0; a < s; ++a) {
+                            const double* Gx = &w.G[size_t(B.mapping[a]) * nq * 3];
+                            const double* Gy = Gx + nq;
+                            const double* Gz = Gy + nq;
+                            double* col = Dc + size_t(a) * 3 * n;
+                            double sx = 0, sy = 0, sz = 0;
+                            for (int q = 0; q < nq; ++q) {
+                                double* cj = col + 3 * jat[q0 + q];
+                                cj[0] += Gx[q]; cj[1] += Gy[q]; cj[2] += Gz[q];
+                                sx += Gx[q]; sy += Gy[q]; sz += Gz[q];
+                            }
+                            col[3 * i] -= sx; col[3 * i + 1] -= sy; col[3 * i + 2] -= sz;  // d/dx_i = -sum d/dr_n
+                            if (use_s) {
+                                double* wa = Wd + size_t(a) * 9;
+                                for (int q = 0; q < nq; ++q) {
+                                    const double* r = rv + 3 * (q0 + q);
+                                    const double d3[3] = {Gx[q], Gy[q], Gz[q]};
+                                    for (int k = 0; k < 3; ++k)
+                                        for (int l = 0; l < 3; ++l) wa[3 * k + l] += r[k] * d3[l];
+                                }
                             }
                         }
                     }
                 }
+                // normal equations, upper triangle only (mirrored after the reduction)
                 const double N = n;
                 double cE = wE * inv_nc / (N * N);
                 for (int a = 0; a < nl; ++a) {
                     if (e[a] == 0.0) continue;
-                    for (int b = 0; b < nl; ++b) Kb[size_t(a) * nl + b] += cE * e[a] * e[b];
-                    hb[a] += cE * e[a] * energy[c];
+                    const double ea = cE * e[a];
+                    for (int b = a; b < nl; ++b) Kb[size_t(a) * nl + b] += ea * e[b];
+                    hb[a] += ea * energy[c];
                 }
                 bc[blk] += cE * energy[c] * energy[c];
                 if (use_f) {
-                    double cF = wF * inv_nc / N;
+                    const double cF = wF * inv_nc / N;
                     const double* F0 = &forces[3 * size_t(atom_offset[c])];
-                    // force = -Dm xi
-                    for (int r = 0; r < 3 * n; ++r) {
-                        const double* row = Dm + size_t(r) * s;
-                        for (int a = 0; a < s; ++a) {
-                            double ra = cF * row[a];
-                            if (ra == 0.0) continue;
-                            double* Ka = Kb + size_t(a) * nl;
-                            for (int b = 0; b < s; ++b) Ka[b] += ra * row[b];
-                            hb[a] -= ra * F0[r];
-                        }
-                        bc[blk] += cF * F0[r] * F0[r];
-                    }
+                    add_gram(s, 3 * n, Dc, F0, cF, Kb, nl, hb, -1.0);  // force = -Dc xi
+                    double acc = 0.0;
+                    for (int r = 0; r < 3 * n; ++r) acc += F0[r] * F0[r];
+                    bc[blk] += cF * acc;
                 }
                 if (use_s) {
-                    double V = volume[c];
-                    double cS = wS * inv_nc * V * V / (N * N);
-                    std::vector<double> srow(s);
-                    for (int k = 0; k < 3; ++k)
-                        for (int l = 0; l < 3; ++l) {
-                            for (int a = 0; a < s; ++a)
-                                srow[a] = 0.5 * (Wd[size_t(3 * k + l) * s + a] + Wd[size_t(3 * l + k) * s + a]) / V;
-                            double S0 = stress[9 * size_t(c) + 3 * k + l];
-                            for (int a = 0; a < s; ++a) {
-                                double ra = cS * srow[a];
-                                for (int b = 0; b < s; ++b) Kb[size_t(a) * nl + b] += ra * srow[b];
-                                hb[a] += ra * S0;
-                            }
-                            bc[blk] += cS * S0 * S0;
+                    const double V = volume[c];
+                    const double cS = wS * inv_nc * V * V / (N * N);
+                    std::vector<double>& srow = sbuf[tid];
+                    srow.assign(size_t(9) * s, 0.0);
+                    for (int a = 0; a < s; ++a)
+                        for (int k = 0; k < 3; ++k)
+                            for (int l = 0; l < 3; ++l)
+                                srow[size_t(3 * k + l) * s + a] =
+                                    0.5 * (Wd[size_t(a) * 9 + 3 * k + l] + Wd[size_t(a) * 9 + 3 * l + k]) / V;
+                    for (int kl = 0; kl < 9; ++kl) {
+                        const double* sr = &srow[size_t(kl) * s];
+                        const double S0 = stress[9 * size_t(c) + kl];
+                        for (int a = 0; a < s; ++a) {
+                            const double ra = cS * sr[a];
+                            if (ra == 0.0) continue;
+                            for (int b = a; b < s; ++b) Kb[size_t(a) * nl + b] += ra * sr[b];
+                            hb[a] += ra * S0;
                         }
+                        bc[blk] += cS * S0 * S0;
+                    }
                 }
             }
         });
@@ -445,6 +460,8 @@ struct TrainingSet {
             for (int k = 0; k < nl; ++k) h[k] += bh[size_t(b) * nl + k];
             c0 += bc[b];
         }
+        for (int a = 0; a < nl; ++a)
+            for (int b = 0; b < a; ++b) K[size_t(a) * nl + b] = K[size_t(b) * nl + a];
         return c0;
     }
 };
