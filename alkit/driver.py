@@ -60,7 +60,12 @@ class ALConfig:
     mtp_level: int = 8
     cutoff: float = 5.0
     loss_weights: tuple[float, float, float] = (1.0, 0.01, 0.0)
-    bfgs_maxiter: int = 0
+    # Fits run to MLIP-2's convergence rule (relative loss decrease below fit_tol over 50 iterations), capped at
+    # bfgs_maxiter iterations (0: least squares on the linear coefficients only).
+    bfgs_maxiter: int = 1000
+    fit_tol: float = 1e-3
+    fit_engine: str = "alkit"
+    fit_threads: int = 2
     valid_fraction: float = 0.1
     grade_mode: str = "neighborhood"
     # Linearise the MTP in its linear (moment and species) coefficients for MaxVol, as linear-MTP active learning
@@ -484,11 +489,15 @@ class ActiveLearningDriver:
                 train, d / "pot.mtp", species=list(cfg.species), level=cfg.mtp_level, cutoff=cfg.cutoff,
                 initial=prev if prev is not None and prev.exists() else None, weights=tuple(cfg.loss_weights),
                 bfgs_maxiter=cfg.bfgs_maxiter, valid=valid or None, seed=cfg.seed, workdir=d / "scratch",
+                engine=cfg.fit_engine, tol=cfg.fit_tol, threads=cfg.fit_threads,
             )
             ActiveSet.fit(res.mtp_path, train, list(cfg.species), mode=cfg.grade_mode,
                           parameters=cfg.grade_parameters).save(d / "state.als")
+        rep = res.report
         self.events.emit("fit", iteration=it, n_train=len(train), n_valid=len(valid),
-                         train=res.train_metrics, valid=res.valid_metrics, seconds=res.seconds)
+                         train=res.train_metrics, valid=res.valid_metrics, seconds=res.seconds,
+                         fit_iterations=None if rep is None else rep.iterations,
+                         fit_stopped=None if rep is None else rep.reason)
         self._mark(f"fit:{it}", True)
 
     def _explore(self, it: int, wall: dict) -> list[dict]:

@@ -30,7 +30,7 @@ def build(preset: str, mode: str) -> ALConfig:
             name="ti_h-paper", species=["Ti", "H"], scenarios=explore, pool_scenarios=pool, mode=mode,
             pool_potential="m3gnet", pool_per_trajectory=1000, encoder="m3gnet",
             n_clusters=1000, k=1, labeller="gpaw", labeller_kwargs={"preset": "paper"},
-            mtp_level=16, cutoff=5.0, loss_weights=(1.0, 0.01, 0.0), bfgs_maxiter=1000,
+            mtp_level=20, cutoff=5.0, loss_weights=(1.0, 0.01, 0.0), bfgs_maxiter=1000, fit_threads=8,
             gamma_select=3.0, gamma_break=3.0, explore_engine="lammps", al_budget=50, max_iterations=40,
             executor="dask", n_workers=32,
         )
@@ -40,7 +40,7 @@ def build(preset: str, mode: str) -> ALConfig:
         return ALConfig(
             name="ti_h-quick", species=["Ti", "H"], scenarios=explore, pool_scenarios=pool, mode=mode,
             pool_potential="m3gnet", encoder="m3gnet", n_clusters=60, k=1,
-            labeller="chgnet", mtp_level=8, cutoff=5.0, loss_weights=(1.0, 0.01, 0.0), bfgs_maxiter=20,
+            labeller="chgnet", mtp_level=12, cutoff=5.0, loss_weights=(1.0, 0.01, 0.0),
             gamma_select=3.0, gamma_break=3.0, explore_engine="ase", al_budget=15, max_iterations=12,
             max_collect_per_scenario=10, executor="process", n_workers=2,
         )
@@ -51,7 +51,7 @@ def build(preset: str, mode: str) -> ALConfig:
         return ALConfig(
             name="ti_h-tiny", species=["Ti", "H"], scenarios=explore, pool_scenarios=pool, mode=mode,
             pool_potential="m3gnet", encoder="m3gnet", n_clusters=4, k=1,
-            labeller="chgnet", mtp_level=6, cutoff=5.0, bfgs_maxiter=0,
+            labeller="chgnet", mtp_level=6, cutoff=5.0,
             gamma_select=3.0, gamma_break=3.0, explore_engine="ase", al_budget=8, max_iterations=6,
             max_collect_per_scenario=5, executor="serial", n_workers=1,
         )

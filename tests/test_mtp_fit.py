@@ -144,7 +144,7 @@ def test_bfgs_lowers_the_loss_and_leaves_no_files_in_cwd(lls_fit, labelled, tmp_
     assert os.getcwd() == cwd
     assert set(os.listdir(cwd)) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bfgs.mtp"]
-    assert [s["method"] for s in res.steps] == ["LLS", "L-BFGS (bfgs)", "LLS"]
+    assert [s["method"] for s in res.steps] == ["LLS", "L-BFGS (varpro)", "LLS"]
     assert 0 < res.steps[1]["iterations"] <= 25 and res.report.iterations == res.steps[1]["iterations"]
     assert len(res.report.history) == res.report.iterations + 1
     assert res.report.loss_final < res.report.loss_start
@@ -156,6 +156,21 @@ def test_bfgs_lowers_the_loss_and_leaves_no_files_in_cwd(lls_fit, labelled, tmp_
     from motep.io.mlip.mtp import read_mtp
 
     assert not np.allclose(read_mtp(res.mtp_path).radial_coeffs, read_mtp(lls_fit.mtp_path).radial_coeffs)
+
+
+def test_all_coefficient_bfgs_converges_by_mlip2s_rule(lls_fit, labelled, tmp_path):
+    """method="bfgs" (L-BFGS over all coefficients, linear re-solves) also lowers the loss; a loose tolerance
+    stops it by the convergence rule (relative decrease over 50 iterations) before the iteration cap."""
+    from alkit.mtp.train import WINDOW
+
+    res = fit.train_mtp(labelled[:24], tmp_path / "b.mtp", SPECIES, level=6, bfgs_maxiter=400, seed=1,
+                        method="bfgs", tol=0.05)
+    rep = res.report
+    assert rep.reason == "converged" and WINDOW <= rep.iterations < 400
+    h = rep.history
+    assert (h[-WINDOW - 1] - h[-1]) / h[-WINDOW - 1] < 0.05
+    assert (h[-WINDOW - 2] - h[-2]) / h[-WINDOW - 2] >= 0.05  # it stopped at the first iteration the rule allows
+    assert _motep_loss(res.mtp_path, labelled[:24]) < _motep_loss(lls_fit.mtp_path, labelled[:24])
 
 
 def test_motep_engine_lowers_the_loss_and_leaves_no_files_in_cwd(lls_fit, labelled, tmp_path):

@@ -107,8 +107,9 @@ def register(mtp_sub) -> None:
                    help="stop when the loss drops by less than this fraction over 50 iterations (default 1e-3; "
                         "alkit engine)")
     p.add_argument("--threads", type=int, default=1, help="threads over configurations (alkit engine; default 1)")
-    p.add_argument("--method", choices=["bfgs", "varpro"], default="bfgs",
-                   help="alkit optimiser: L-BFGS over all coefficients (default) or variable projection")
+    p.add_argument("--method", choices=["varpro", "bfgs"], default="varpro",
+                   help="alkit optimiser: variable projection (default: L-BFGS over the radial coefficients, linear "
+                        "ones solved at every step) or L-BFGS over all coefficients (MLIP-2's scheme)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initial radial coefficients")
     p.set_defaults(func=_train)
 

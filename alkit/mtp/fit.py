@@ -5,9 +5,9 @@ Labelled structures are ASE ``Atoms`` carrying a ``SinglePointCalculator`` (ener
 eV/Å^3, ASE conventions). Species order = MLIP-2 type indices. alkit's ``.mtp`` files carry their species in
 ``potential_tag`` (see :func:`alkit.mtp.levels.make_tag`), so a trained potential knows its elements.
 
-``engine="alkit"`` (:mod:`alkit.mtp.train`): least squares for the linear coefficients, then L-BFGS over all
-coefficients on the reverse-mode loss gradient of the compiled core, to MLIP-2's convergence rule (relative loss
-decrease over 50 iterations below ``tol``) or ``bfgs_maxiter`` iterations.
+``engine="alkit"`` (:mod:`alkit.mtp.train`): variable projection (L-BFGS over the radial coefficients with the
+linear ones solved by least squares at every step) on the reverse-mode loss gradient of the compiled core, to
+MLIP-2's convergence rule (relative loss decrease over 50 iterations below ``tol``) or ``bfgs_maxiter`` iterations.
 
 ``engine="motep"``: motep's ``Trainer`` (LLS -> BFGS(``bfgs_maxiter``) -> LLS). Its traps, handled here: it writes
 ``intermediate_*.mtp`` into the working directory (training runs with the CWD switched to a scratch directory,
@@ -252,13 +252,14 @@ def train_mtp(
     engine: str = "alkit",
     tol: float = DEFAULT_TOL,
     threads: int = 1,
-    method: str = "bfgs",
+    method: str = "varpro",
     progress: bool | None = None,
 ) -> FitResult:
     """Fit an MTP to labelled structures and write it (MLIP-2 format) to ``out_path``.
 
     ``engine="alkit"``: least squares on the linear coefficients (moment and species coefficients), then L-BFGS
-    over all coefficients (radial ones included) until the loss drops by less than ``tol`` (relative) over 50
+    (``method``: "varpro", the radial coefficients with the linear ones solved exactly at every step, or "bfgs",
+    all coefficients; see :mod:`alkit.mtp.train`) until the loss drops by less than ``tol`` (relative) over 50
     iterations or ``bfgs_maxiter`` iterations, then least squares again. ``bfgs_maxiter=0``: least squares only.
     ``threads`` threads share the configurations (same result for any count). ``engine="motep"``: motep's LLS ->
     BFGS(``bfgs_maxiter``) -> LLS (no convergence rule; ``tol``, ``threads`` and ``method`` do not apply).

@@ -40,8 +40,11 @@ struct Basis {
     std::vector<int> qk_start, qk;               // basic moments of each monomial (CSR)
     std::vector<int> t_i, t_j, t_k;              // m[k] += mult * m[i] * m[j], in file order
     std::vector<double> t_mult;
+    std::vector<char> t_first;                   // entry is the first write to its moment (assign, not add)
     std::vector<int> mapping;                    // scalar moments (multiplied by moment_coeffs)
 
+    std::vector<char> written;                   // moment k is the output of some tree entry
+    bool unwritten(int k) const { return !written[k]; }
     int off_species() const { return n_scalar; }
     int off_radial() const { return n_scalar + n_species; }
     int n_linear() const { return n_scalar + n_species; }
@@ -107,6 +110,14 @@ struct Basis {
                 throw std::invalid_argument("alpha_index_times entry " + std::to_string(t) +
                                             " writes a basic moment or uses a moment before it is complete");
             t_i[t] = i; t_j[t] = j; t_k[t] = k; t_mult[t] = double(mult);
+        }
+        written.assign(n_moments, 0);
+        for (int t = 0; t < n_times; ++t) written[t_k[t]] = 1;
+        t_first.assign(n_times, 0);
+        {
+            std::vector<char> seen(n_moments, 0);
+            for (int t = 0; t < n_times; ++t)
+                if (!seen[t_k[t]]) { seen[t_k[t]] = 1; t_first[t] = 1; }
         }
         mapping.assign(map, map + nmap);
         for (int a = 0; a < nmap; ++a)
@@ -647,15 +658,23 @@ ALKIT_HOT static void site_moment_gradients(const Basis& B, int n0, int n1, Work
             o[2 * nb + n] = uz[n] * rad + fi * gzq[n];
         }
     }
-    for (int k = B.n_basic; k < B.n_moments; ++k) std::fill(G + size_t(k) * stride, G + size_t(k + 1) * stride, 0.0);
+    // non-basic rows are written first by their first tree entry (no zero fill); moments the tree never writes
+    // (none in MLIP-2's or alkit's files) are zeroed
+    for (int k = B.n_basic; k < B.n_moments; ++k)
+        if (B.unwritten(k)) std::fill(G + size_t(k) * stride, G + size_t(k + 1) * stride, 0.0);
     for (int q = 0; q < B.n_times; ++q) {
         const int i = B.t_i[q], j = B.t_j[q], k = B.t_k[q];
         const double mult = B.t_mult[q], mi = mult * m[i], mj = mult * m[j];
         double* __restrict Gk = G + size_t(k) * stride;
         const double* Gi = G + size_t(i) * stride;
         const double* Gj = G + size_t(j) * stride;
-        ALKIT_SIMD
-        for (size_t c = 0; c < stride; ++c) Gk[c] += Gi[c] * mj + mi * Gj[c];
+        if (B.t_first[q]) {
+            ALKIT_SIMD
+            for (size_t c = 0; c < stride; ++c) Gk[c] = Gi[c] * mj + mi * Gj[c];
+        } else {
+            ALKIT_SIMD
+            for (size_t c = 0; c < stride; ++c) Gk[c] += Gi[c] * mj + mi * Gj[c];
+        }
     }
 }
 

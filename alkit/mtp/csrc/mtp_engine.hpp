@@ -181,7 +181,7 @@ struct TrainingSet {
     std::vector<Work> works;
     std::vector<std::vector<double>> scratch;  // per thread: pair grads, forces, deltas
 
-    static constexpr int GRAD_BLOCK = 4;   // configurations per reduction slot (fixed: thread-count independent)
+    static constexpr int GRAD_BLOCK = 2;   // configurations per reduction slot (fixed: thread-count independent)
     static constexpr int LLS_BLOCK = 32;
 
     int n_atoms_total() const { return int(types.size()); }
