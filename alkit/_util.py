@@ -72,3 +72,24 @@ def atomic_write(path: str | Path, content: "str | bytes | Callable[[str], Any]"
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_writable(path: str | Path, what: str = "output file") -> Path:
+    """Fail now (InputError naming the path) if ``path`` cannot be written, rather than after the work that
+    produces it: creates the parent folder and a probe file next to it."""
+    import os
+    import tempfile
+
+    from alkit.errors import InputError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write the {what} {path}: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise InputError(f"the {what} {path} is a directory")
+    return path

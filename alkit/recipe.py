@@ -43,4 +43,31 @@ def build_config(name_or_path: str | os.PathLike, preset: str | None = None, mod
     preset = preset or next(iter(mod.PRESETS))
     if preset not in mod.PRESETS:
         raise ConfigError(f"recipe {mod.__file__}: unknown preset {preset!r}; known: {sorted(mod.PRESETS)}")
-    return mod.build(preset, mode)
+    cfg = mod.build(preset, mode)
+    if getattr(cfg, "recipe", None) is None:
+        cfg.recipe = Path(mod.__file__).stem
+    if getattr(cfg, "preset", None) is None:
+        cfg.preset = preset
+    return cfg
+
+
+def list_recipes() -> dict[str, dict[str, str]]:
+    """``{recipe: {preset: description}}`` of the recipes in ``recipes/``, read without importing them (so that
+    ``alkit run --help`` stays fast): the ``PRESETS`` dict literal of each script."""
+    import ast
+
+    out: dict[str, dict[str, str]] = {}
+    for path in sorted(RECIPES_DIR.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text())
+        except (OSError, SyntaxError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PRESETS" for t in node.targets):
+                try:
+                    presets = ast.literal_eval(node.value)
+                except ValueError:
+                    continue
+                if isinstance(presets, dict):
+                    out[path.stem] = {str(k): v if isinstance(v, str) else "" for k, v in presets.items()}
+    return out

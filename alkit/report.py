@@ -157,6 +157,8 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
             run.started = rec  # a resumed run restarts: the last one wins
         elif ev == "run_finished":
             run.finished = rec
+        elif ev == "run_reopened":
+            run.finished = None  # extended past its old end: the earlier outcome no longer holds
         elif ev == "pool_built":
             run.pool = rec
         elif ev == "direct_fitted":
@@ -894,6 +896,21 @@ def _summary_rows(s: dict, run: RunData) -> list[list[Any]]:
     return rows
 
 
+def _scenario_rows(run: RunData) -> tuple[int, list[list[Any]]] | None:
+    """Per-scenario outcome of the latest exploration: why each run stopped (completed, gamma, blow-up, crash)."""
+    if not run.explores:
+        return None
+    it = max(run.explores)
+    rows = []
+    for sc in run.explores[it].get("scenarios") or []:
+        g = _gamma_value(sc.get("max_gamma"))
+        rows.append([sc.get("id"), sc.get("temperature", "-"), "yes" if sc.get("stable") else "no",
+                     f"{sc.get('steps_done', '-')}/{sc.get('steps_total', '-')}",
+                     "-" if g is None else f"{g:.3g}", sc.get("stop_reason") or ("completed" if sc.get("stable") else "-")])
+    rows.sort(key=lambda r: (r[2] == "yes", str(r[0])))  # unstable first
+    return it, rows
+
+
 def _missing_notes(run: RunData, made: dict[str, Chart | None]) -> list[str]:
     notes = []
     if not run.events:
@@ -951,6 +968,11 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         made.append((chart, f"{key}.png"))
     summary = summarize_run(run)
     body = ["<h2>Summary</h2>", html_table(None, _summary_rows(summary, run))]
+    outcome = _scenario_rows(run)
+    if outcome:
+        it, rows = outcome
+        body += [f"<h2>Scenarios in iteration {it}</h2>",
+                 html_table(["scenario", "T (K)", "stable", "steps", "max γ", "stopped because"], rows)]
     notes = _missing_notes(run, charts)
     if notes:
         body.append('<div class="missing"><b>Not shown yet</b><ul>'

@@ -27,8 +27,25 @@ def _status(args) -> int:
     return 0
 
 
+def _recipes_epilog() -> str:
+    from alkit.recipe import list_recipes
+
+    lines = ["recipes and presets (the first preset is the default):"]
+    for name, presets in list_recipes().items():
+        lines.append(f"  {name}")
+        lines += [f"    --preset {p:<12} {d}" for p, d in presets.items()]
+    lines.append("or give the path of your own recipe script (defining PRESETS and build(preset, mode)).")
+    return "\n".join(lines)
+
+
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run (or resume) an active-learning campaign from a recipe")
+    import argparse
+
+    p = sub.add_parser("run", help="run (or resume) an active-learning campaign from a recipe",
+                       epilog=_recipes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Start a campaign, or resume the one in --run-dir (a resume must use the stored "
+                                   "configuration; only the executor, workers, timeouts and --max-iterations may "
+                                   "change).")
     p.add_argument("recipe", help="recipe name in recipes/ (e.g. ti_h) or path to a recipe script")
     p.add_argument("--preset", default=None, help="recipe preset (default: the recipe's first)")
     p.add_argument("--run-dir", default=None, help="run directory (default: runs/<name>-<mode>)")

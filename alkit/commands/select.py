@@ -56,6 +56,11 @@ def run(args) -> int:
     except Exception as exc:
         raise InputError(f"cannot read features file {path} (expected a .npy array): {exc}") from exc
 
+    from alkit._util import check_writable
+
+    out = check_writable(args.out, "selection file")
+    sampler_out = check_writable(Path(args.sampler_out) if args.sampler_out else
+                                 out.with_name(out.stem + ".sampler.joblib"), "sampler file")
     sampler = DIRECTSampler(
         n_clusters=args.clusters, k=args.per_cluster, n_components=args.n_components,
         clustering=args.clustering, allow_duplicates=args.allow_duplicates, random_state=args.seed,
@@ -77,8 +82,6 @@ def run(args) -> int:
     print(f"coverage score per PC ({args.bins} bins): " + " ".join(f"PC{i + 1}={c:.3f}" for i, c in enumerate(cov))
           + f"; mean {cov.mean():.3f}")
 
-    out = Path(args.out)
-    sampler_out = Path(args.sampler_out) if args.sampler_out else out.with_name(out.stem + ".sampler.joblib")
     sampler.save(sampler_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
