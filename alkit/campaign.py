@@ -123,6 +123,10 @@ class ALConfig:
             extra = sorted(set(scn.atoms.get_chemical_symbols()) - set(self.species))
             if extra:
                 raise ConfigError(f"scenario {scn.id!r} contains element(s) {extra} not in species {list(self.species)}")
+        if self.explore_engine == "lammps":
+            flat = [scn.id for scn in self.scenarios if not all(scn.atoms.pbc)]
+            if flat:
+                raise ConfigError(f"ALConfig.explore_engine = 'lammps' needs fully periodic scenarios; not: {flat[:5]}")
         _string(self, "name")
         _string(self, "pool_potential")
         _int(self, "pool_per_trajectory", 1, optional=True)

@@ -94,7 +94,10 @@ def _md(args) -> int:
     from alkit.mtp.grade import ActiveSet
     from alkit.mtp.md import run_mtp_md
 
+    from alkit.mtp.potential import MTPPotential
+
     pot = Path(args.potential)
+    MTPPotential.read(pot).require_trained()  # a corrupt potential is reported as such, before its active set
     als = Path(args.als) if args.als else _default_als(pot)
     aset = ActiveSet.load(als, mtp_path=pot)
     from ase.data import chemical_symbols
