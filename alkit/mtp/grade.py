@@ -62,7 +62,6 @@ MLIP-2 keeps one active set for all species (``MaxvolSelection`` holds a single 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -79,7 +78,7 @@ from alkit.mtp.potential import MTPPotential
 
 log = logging.getLogger(__name__)
 
-ALS_FORMAT = "alkit-als-1"
+ALS_FORMAT = "alkit-als-2"
 NEIGHBORHOOD = "neighborhood"
 CONFIGURATION = "configuration"
 _MODE_ALIASES = {
@@ -492,52 +491,62 @@ class ActiveSet:
 
     # ---- persistence --------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the active set to ``path`` (a NumPy archive whatever the suffix; ``state.als`` by convention).
+        """Write the active set to ``path`` (``state.als`` by convention) in alkit's active-set format.
 
-        The potential is referenced by its path relative to ``path``'s folder and by its SHA-256.
+        Format ``alkit-als-2`` (read here and by alkit's LAMMPS pair style): a first line ``alkit-als-2``, a second
+        line with a JSON header (mode, parameters, p, species, the potential's path relative to ``path``'s folder,
+        its SHA-256 and CRC-32, eps, tol, ...), then little-endian binary arrays: the active-set matrix ``A``
+        (p x p float64), its inverse (p x p float64, the one gamma is graded with) and ``sources`` (p x 2 int64).
         """
+        import json
+        import zlib
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             rel = os.path.relpath(Path(self.mtp_path).resolve(), path.parent.resolve())
         except ValueError:  # different drive
             rel = str(Path(self.mtp_path).resolve())
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            format=np.array(ALS_FORMAT),
-            mode=np.array(self.mode),
-            matrix=self.matrix,
-            sources=self.sources,
-            species=np.array(self.species, dtype=int),
-            mtp_sha256=np.array(self.mtp_sha256),
-            mtp_relpath=np.array(rel),
-            eps=np.array(self.eps),
-            tol=np.array(self.tol),
-            energy_per_atom=np.array(self.energy_per_atom),
-            parameters=np.array(self.parameters),
-            algorithm=np.array(self.algorithm),
-            n_train=np.array(self.n_train),
-            n_rows=np.array(self.n_rows),
-            success=np.array(self.success),
-        )
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)
-        return path
+        p = int(self.matrix.shape[0])
+        header = {
+            "mode": self.mode, "parameters": self.parameters, "p": p, "species": [int(z) for z in self.species],
+            "mtp_relpath": rel, "mtp_sha256": self.mtp_sha256,
+            "mtp_crc32": zlib.crc32(Path(self.mtp_path).read_bytes()), "eps": float(self.eps), "tol": float(self.tol),
+            "energy_per_atom": bool(self.energy_per_atom), "algorithm": self.algorithm, "n_train": int(self.n_train),
+            "n_rows": int(self.n_rows), "success": bool(self.success),
+        }
+        body = b"".join([
+            (ALS_FORMAT + "\n" + json.dumps(header) + "\n").encode(),
+            np.ascontiguousarray(self.matrix, dtype="<f8").tobytes(),
+            np.ascontiguousarray(self.inverse, dtype="<f8").tobytes(),
+            np.ascontiguousarray(self.sources, dtype="<i8").reshape(p, 2).tobytes(),
+        ])
+        from alkit._util import atomic_write
+
+        return atomic_write(path, body)
 
     @classmethod
     def load(cls, path: str | os.PathLike, mtp_path: str | os.PathLike | None = None) -> "ActiveSet":
         """Read an active set written by :meth:`save`. ``mtp_path`` defaults to the potential it was saved with;
         a potential whose content differs from the one the active set was built for is refused."""
+        import json
+
         path = Path(path)
         if not path.is_file():
             raise InputError(f"active-set file {path} does not exist")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                d = {k: z[k] for k in z.files}
-            if str(d["format"]) != ALS_FORMAT:
-                raise ValueError(f"format {d['format']!s}")
+            raw = path.read_bytes()
+            first = raw.index(b"\n")
+            if raw[:first].decode() != ALS_FORMAT:
+                raise ValueError(f"format {raw[:first][:40]!r}, expected {ALS_FORMAT}")
+            second = raw.index(b"\n", first + 1)
+            d = json.loads(raw[first + 1:second].decode())
+            p = int(d["p"])
+            blob = raw[second + 1:]
+            if len(blob) != 8 * (2 * p * p + 2 * p):
+                raise ValueError(f"{len(blob)} bytes of arrays for p = {p}")
+            matrix = np.frombuffer(blob, dtype="<f8", count=p * p).reshape(p, p).astype(float)
+            inverse = np.frombuffer(blob, dtype="<f8", count=p * p, offset=8 * p * p).reshape(p, p).astype(float)
+            sources = np.frombuffer(blob, dtype="<i8", count=2 * p, offset=16 * p * p).reshape(p, 2).astype(int)
         except Exception as exc:
             raise InputError(f"cannot read active-set file {path}: {type(exc).__name__}: {exc}") from exc
         if mtp_path is None:
@@ -552,20 +561,11 @@ class ActiveSet:
                 "rebuild it with ActiveSet.fit / `alkit mtp grade`"
             )
         out = cls(
-            mtp_path=str(mtp_path),
-            species=[int(z) for z in d["species"]],
-            mode=str(d["mode"]),
-            matrix=np.asarray(d["matrix"], dtype=float),
-            sources=np.asarray(d["sources"], dtype=int),
-            mtp_sha256=sha,
-            eps=float(d["eps"]),
-            tol=float(d["tol"]),
-            energy_per_atom=bool(d["energy_per_atom"]),
-            parameters=str(d["parameters"]),
-            algorithm=str(d["algorithm"]),
-            n_train=int(d["n_train"]),
-            n_rows=int(d["n_rows"]),
-            success=bool(d["success"]),
+            mtp_path=str(mtp_path), species=[int(z) for z in d["species"]], mode=str(d["mode"]), matrix=matrix,
+            sources=sources, mtp_sha256=sha, eps=float(d["eps"]), tol=float(d["tol"]),
+            energy_per_atom=bool(d["energy_per_atom"]), parameters=str(d["parameters"]),
+            algorithm=str(d["algorithm"]), n_train=int(d["n_train"]), n_rows=int(d["n_rows"]),
+            success=bool(d["success"]), _inv=inverse,
         )
         if out.matrix.shape != (out.n_parameters, out.n_parameters):
             raise InputError(

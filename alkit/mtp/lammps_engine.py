@@ -87,8 +87,9 @@ def new_lammps():
 
 
 class _System:
-    """A LAMMPS system built from an ``Atoms`` (fully periodic, any triclinic cell) with a fix external whose
-    callback evaluates ``calc`` (an :class:`alkit.mtp.engine.MTPCalculator` with an active set)."""
+    """A LAMMPS system built from an ``Atoms`` (fully periodic, any triclinic cell). With ``calc`` (an
+    :class:`alkit.mtp.engine.MTPCalculator` with an active set) a fix external's callback evaluates it; without,
+    the caller sets up a pair style (the plugin)."""
 
     def __init__(self, atoms: Atoms, calc, timestep_fs: float = 0.5, velocities: bool = False) -> None:
         from ase.calculators.lammps import Prism
@@ -132,11 +133,19 @@ class _System:
             "neighbor 1.0 bin",
             "neigh_modify every 1 delay 0 check yes",
             "thermo 0",
-            f"fix {FIX_ID} all external pf/callback 1 1",
-            f"fix_modify {FIX_ID} energy yes virial yes",
         ])
-        lmp.fix_external_set_vector_length(FIX_ID, 2)
-        lmp.set_fix_external_callback(FIX_ID, _callback, self)
+        if calc is not None:  # fix external coupling: the MTP is evaluated in Python
+            lmp.commands_list([f"fix {FIX_ID} all external pf/callback 1 1",
+                               f"fix_modify {FIX_ID} energy yes virial yes"])
+            lmp.fix_external_set_vector_length(FIX_ID, 2)
+            lmp.set_fix_external_callback(FIX_ID, _callback, self)
+
+    @property
+    def elements(self) -> list[str]:
+        """Element of each LAMMPS atom type (type k = elements[k - 1])."""
+        from ase.data import chemical_symbols
+
+        return [chemical_symbols[z] for z in self.species]
 
     # ---- geometry -------------------------------------------------------------------------------------------
     def box(self) -> np.ndarray:
@@ -229,31 +238,203 @@ def lammps_single_point(atoms: Atoms, calc) -> tuple[float, np.ndarray, np.ndarr
         return energy, forces @ sysm.rot.T, voigt
 
 
-def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: int, ensemble: str = "nvt",
-                  timestep_fs: float = 0.5, pressure_gpa: float = 0.0, seed: int = 0,
-                  grade_every: int = 1, max_temperature_factor: float = 5.0) -> tuple[int, str]:
-    """Run MTP MD in LAMMPS, feeding graded frames to ``monitor`` (:class:`alkit.mtp.md.GammaMonitor`).
+COUPLINGS = ("plugin", "external")
+#: Steps per `run` command of the plugin engine: positions are read back this often (for the frame collected before a
+#: physical blow-up); the grade and the break are applied inside LAMMPS at every graded step.
+CHUNK_STEPS = 20
 
-    Blow-ups (same checks as :func:`alkit.md.run_md`): non-finite energy/forces/positions, atoms closer than the
-    active set's collapse distance, kinetic temperature above ``max_temperature_factor`` x target, or LAMMPS itself
-    failing mid-run (e.g. lost atoms). Returns (step at which the run stopped, reason: ``"completed"``, ``"gamma"``
-    or ``"blowup: ..."``).
-    """
+
+def _thermostat(ensemble: str, temperature: float, timestep_fs: float, pressure_gpa: float, seed: int) -> list[str]:
+    """Same thermostats as the ASE engine: NVT = nve + Langevin (100 fs), NpT = Nose-Hoover tri (100 dt / 1000 dt)."""
+    dt_ps = float(timestep_fs) / 1000.0
+    temperature = float(temperature)
+    lmp_seed = int(np.random.default_rng([int(seed), 2]).integers(1, 900_000_000))
+    if ensemble == "nvt":
+        return ["fix alkit_nve all nve",
+                f"fix alkit_thermo all langevin {temperature!r} {temperature!r} {0.1!r} {lmp_seed} zero yes"]
+    p_bar = float(pressure_gpa) * 1e4
+    return [f"fix alkit_npt all npt temp {temperature!r} {temperature!r} {100 * dt_ps!r} "
+            f"tri {p_bar!r} {p_bar!r} {1000 * dt_ps!r}"]
+
+
+def _initial_velocities(atoms: Atoms, temperature: float, seed: int) -> Atoms:
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-    from alkit.mtp.engine import MTPCalculator
 
     atoms = atoms.copy()
     # Same initial velocities as alkit.md.run_md for the same seed.
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng([int(seed), 0]))
     if len(atoms) > 1:
         Stationary(atoms)
+    return atoms
+
+
+def plugin_available() -> bool:
+    from alkit.lammps import PLUGIN_NAME
+
+    return (Path(__file__).resolve().parents[1] / "lammps" / PLUGIN_NAME).is_file()
+
+
+def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: int, ensemble: str = "nvt",
+                  timestep_fs: float = 0.5, pressure_gpa: float = 0.0, seed: int = 0,
+                  grade_every: int = 1, max_temperature_factor: float = 5.0,
+                  coupling: str | None = None) -> tuple[int, str]:
+    """Run MTP MD in LAMMPS, feeding graded frames to ``monitor`` (:class:`alkit.mtp.md.GammaMonitor`).
+
+    ``coupling="plugin"`` (the default when alkit's plugin is built): ``pair_style mtp`` evaluates the potential and
+    its grade inside LAMMPS, ``fix halt`` applies the break and the blow-up checks there, and a dump keeps the
+    frames above ``monitor.gamma_select``. ``"external"``: the fallback, the MTP evaluated in Python through
+    ``fix external``.
+
+    Blow-ups (same checks as :func:`alkit.md.run_md`): non-finite energy/forces, atoms closer than the active set's
+    collapse distance, kinetic temperature above ``max_temperature_factor`` x target, or LAMMPS itself failing
+    mid-run (e.g. lost atoms). Returns (step at which the run stopped, reason: ``"completed"``, ``"gamma"`` or
+    ``"blowup: ..."``).
+    """
+    if coupling is None:
+        coupling = "plugin" if plugin_available() else "external"
+    if coupling not in COUPLINGS:
+        raise ConfigError(f"LAMMPS coupling must be one of {COUPLINGS}, not {coupling!r}")
+    atoms = _initial_velocities(atoms, temperature, seed)
+    t_max = float(max_temperature_factor) * float(temperature) if max_temperature_factor else float("inf")
+    fixes = _thermostat(ensemble, temperature, timestep_fs, pressure_gpa, seed)
+    if coupling == "plugin":
+        return _run_plugin(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes, t_max,
+                           max_temperature_factor, temperature)
+    return _run_external(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes, t_max,
+                         max_temperature_factor, temperature)
+
+
+def _read_dump(path: Path, sysm: "_System") -> list[tuple[int, Atoms, np.ndarray]]:
+    """Frames of a ``dump custom ... id type x y z c_grade`` text file: (step, structure in the caller's frame,
+    per-atom grades in atom order)."""
+    out = []
+    if not path.is_file():
+        return out
+    lines = path.read_text().splitlines()
+    k = 0
+    while k < len(lines):
+        if not lines[k].startswith("ITEM: TIMESTEP"):
+            k += 1
+            continue
+        step = int(lines[k + 1])
+        n = int(lines[k + 3])
+        b = [list(map(float, lines[k + 5 + d].split())) for d in range(3)]
+        xy, xz, yz = b[0][2], b[1][2], b[2][2]
+        # bounding box -> LAMMPS box (LAMMPS manual, "triclinic boxes")
+        xlo = b[0][0] - min(0.0, xy, xz, xy + xz)
+        xhi = b[0][1] - max(0.0, xy, xz, xy + xz)
+        ylo, yhi = b[1][0] - min(0.0, yz), b[1][1] - max(0.0, yz)
+        zlo, zhi = b[2][0], b[2][1]
+        cell = np.array([[xhi - xlo, 0.0, 0.0], [xy, yhi - ylo, 0.0], [xz, yz, zhi - zlo]])
+        rows = np.array([list(map(float, lines[k + 9 + i].split())) for i in range(n)])
+        order = np.argsort(rows[:, 0])
+        rows = rows[order]
+        frame = Atoms(numbers=sysm.numbers, positions=rows[:, 2:5] - [xlo, ylo, zlo], cell=cell, pbc=True)
+        out.append((step, sysm.to_ase(frame), rows[:, 5].copy()))
+        k += 9 + n
+    return out
+
+
+def _run_plugin(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes, t_max, max_temperature_factor,
+                temperature) -> tuple[int, str]:
+    import tempfile
+
+    from alkit.lammps import plugin_path
+
+    collapse = active_set.collapse_distance
+    with tempfile.TemporaryDirectory(prefix="alkit-lmp-") as tmp, \
+            _System(atoms, None, timestep_fs=timestep_fs, velocities=True) as sysm:
+        lmp = sysm.lmp
+        dump = Path(tmp) / "selected.dump"
+        tmax = t_max if np.isfinite(t_max) else 1e300
+        lmp.commands_list([
+            f"plugin load {plugin_path()}",
+            f"pair_style mtp {active_set.mtp_path} als {_saved_als(active_set, tmp)} grade_every {int(grade_every)}",
+            f"pair_coeff * * {' '.join(sysm.elements)}",
+            "compute alkit_g all mtp/grade",
+            *fixes,
+            # stop: gamma above the break, a collapse, non-finite energy/forces, or a runaway temperature
+            f"variable alkit_stop equal (c_alkit_g[1]>{monitor.gamma_break!r})||(c_alkit_g[2]<{collapse!r})||"
+            f"(c_alkit_g[3]>0.5)||(c_thermo_temp>{tmax!r})",
+            "fix alkit_halt all halt 1 v_alkit_stop > 0.5 error continue",
+        ])
+        if monitor.max_collect > 0:
+            lmp.commands_list([
+                f"variable alkit_skip equal c_alkit_g[1]<={monitor.gamma_select!r}||c_alkit_g[5]!=step",
+                f"dump alkit_sel all custom {int(grade_every)} {dump} id type x y z c_alkit_g",
+                "dump_modify alkit_sel skip v_alkit_skip sort id format float %.17g",
+            ])
+        lammps_error = None
+        done = 0
+        try:
+            while done < steps:
+                n = min(CHUNK_STEPS, steps - done)
+                lmp.command(f"run {n}" + ("" if done == 0 else " pre no post no"))
+                now = int(lmp.extract_global("ntimestep"))
+                if now < done + n:  # fix halt stopped the run
+                    done = now
+                    break
+                done = now
+                if monitor.max_collect > 0:  # positions for the frame kept before a physical blow-up
+                    monitor.remember(done, _current(sysm), float(lmp.extract_compute("alkit_g", 0, 1)[0]))
+        except Exception as exc:  # LAMMPS raises a plain Exception ("ERROR: Lost atoms ...")
+            lammps_error = exc
+            done = int(lmp.extract_global("ntimestep"))
+        g = lmp.extract_compute("alkit_g", 0, 1)
+        gamma, dmin, bad, gmax_run = float(g[0]), float(g[1]), float(g[2]), float(g[3])
+        t_kin = float(lmp.get_thermo("temp"))
+        observed = 0
+        for step, frame, gammas in _read_dump(dump, sysm):
+            if step > 0:
+                observed += 1
+                if monitor.observe(step, frame, float(gammas.max()), gammas):
+                    break
+        monitor.note_run(max_gamma=gmax_run, graded=done // int(grade_every) - observed)
+    if lammps_error is not None:
+        msg = str(lammps_error).splitlines()[0] if str(lammps_error) else type(lammps_error).__name__
+        log.info("LAMMPS failed at step %d: %s", done, msg)
+        if "Lost atoms" in msg:  # atoms flew out of the box: the same outcome the fix external engine reports
+            return done, f"blowup: LAMMPS lost atoms ({msg.split('Lost atoms:')[-1].strip()})"
+        return done, f"blowup: LAMMPS error: {msg}"
+    if done >= steps:
+        return steps, "completed"
+    if bad > 0.5 or not np.isfinite(gamma):
+        return done, "blowup: non-finite energy, forces or positions"
+    if dmin < collapse:
+        return done, f"blowup: atoms closer than {collapse:.3f} Å ({dmin:.3f} Å)"
+    if t_kin > t_max:
+        return done, f"blowup: runaway temperature {t_kin:.0f} K > {max_temperature_factor:g} x {temperature:g} K"
+    return done, "gamma"
+
+
+def _saved_als(active_set, folder: str) -> str:
+    """The active set as a file the plugin reads (next to its potential when it came from one)."""
+    path = Path(folder) / "state.als"
+    active_set.save(path)
+    return str(path)
+
+
+def _current(sysm: "_System") -> Atoms:
+    lmp = sysm.lmp
+    n = len(sysm.numbers)
+    x = np.array(lmp.numpy.extract_atom("x"))[:n]
+    tag = np.array(lmp.numpy.extract_atom("id")).ravel()[:n].astype(int) - 1
+    pos = np.empty_like(x)
+    pos[tag] = x
+    frame = Atoms(numbers=sysm.numbers, positions=pos, cell=sysm.box(), pbc=True)
+    return sysm.to_ase(frame)
+
+
+def _run_external(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes, t_max,
+                  max_temperature_factor, temperature) -> tuple[int, str]:
+    from alkit.mtp.engine import MTPCalculator
+
     calc = MTPCalculator(active_set=active_set, grade_next=True, on_close_atoms="ignore")
     min_dist = active_set.collapse_distance
     state: dict = {"reason": None, "step": None}
     masses = atoms.get_masses()
     # kinetic energy in eV from LAMMPS metal velocities (Å/ps) and masses (g/mol): 0.5 m v^2 * mvv2e
     mvv2e = (1.0 / (1000.0 * units.fs)) ** 2  # (Å/ps)^2 * amu -> eV, ASE's unit system
-    t_max = float(max_temperature_factor) * float(temperature) if max_temperature_factor else float("inf")
 
     def on_eval(step: int, frame: Atoms, res: dict) -> bool:
         if step == 0:  # setup call; step 0 was graded by run_mtp_md
@@ -283,18 +464,8 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
         calc.grade_next = (step + 1) % grade_every == 0
         return stop
 
-    dt_ps = timestep_fs / 1000.0
-    lmp_seed = int(np.random.default_rng([int(seed), 2]).integers(1, 900_000_000))
     with _System(atoms, calc, timestep_fs=timestep_fs, velocities=True) as sysm:
         sysm.on_eval = on_eval
-        temperature, dt_ps = float(temperature), float(dt_ps)
-        if ensemble == "nvt":
-            fixes = ["fix alkit_nve all nve",
-                     f"fix alkit_thermo all langevin {temperature!r} {temperature!r} {0.1!r} {lmp_seed} zero yes"]
-        else:
-            p_bar = float(pressure_gpa) * 1e4
-            fixes = [f"fix alkit_npt all npt temp {temperature!r} {temperature!r} {100 * dt_ps!r} "
-                     f"tri {p_bar!r} {p_bar!r} {1000 * dt_ps!r}"]
         sysm.lmp.commands_list(fixes + [
             f"variable alkit_stop equal f_{FIX_ID}[2]",
             "fix alkit_halt all halt 1 v_alkit_stop > 0.5 error continue",

@@ -10,7 +10,8 @@ Engines:
 - ``"ase"``: :func:`alkit.md.run_md` (NVT Langevin, NpT MTK) with :class:`alkit.mtp.engine.MTPCalculator` given the
   active set: energy/forces/stress from alkit's compiled core and the grade in ``results['gamma']`` (per-atom grades
   in ``results['gammas']``) from the same evaluation.
-- ``"lammps"``: LAMMPS through its Python module, forces by ``fix external`` (see :mod:`alkit.mtp.lammps_engine`).
+- ``"lammps"``: LAMMPS through its Python module with alkit's plugin (``pair_style mtp``: potential, grade and
+  break inside LAMMPS), or forces by ``fix external`` as the fallback (see :mod:`alkit.mtp.lammps_engine`).
 """
 from __future__ import annotations
 
@@ -105,6 +106,21 @@ class GammaMonitor:
             return True
         return False
 
+    def remember(self, step: int, atoms: Atoms, gamma: float) -> None:
+        """Keep a frame (positions and cell) for :meth:`collect_before_blowup` without grading it here (engines
+        that grade inside their MD code, such as the LAMMPS plugin)."""
+        if self.max_collect > 0:
+            self._recent.append((step, atoms.positions.copy(), atoms.cell.array.copy(), float(gamma),
+                                 np.full(len(atoms), float(gamma))))
+
+    def note_run(self, max_gamma: float, graded: int) -> None:
+        """Fold in the maximum grade and the number of graded frames of a run graded elsewhere."""
+        if np.isfinite(max_gamma):
+            self.max_gamma = max(self.max_gamma, float(max_gamma))
+        else:
+            self.max_gamma = float("inf")
+        self.graded += int(graded)
+
     def _frame(self, numbers, positions, cell, pbc, step, gamma, gammas) -> Atoms:
         frame = Atoms(numbers=np.array(numbers), positions=np.array(positions), cell=np.array(cell), pbc=np.array(pbc))
         frame.info.update({"gamma": float(gamma), "step": int(step)})
@@ -175,6 +191,7 @@ def run_mtp_md(
     scenario_id: str | None = None,
     pressure_gpa: float = 0.0,
     max_temperature_factor: float = 5.0,
+    lammps_coupling: str | None = None,
 ) -> ExploreResult:
     """MTP MD of ``atoms`` for ``steps`` steps at ``temperature`` K, grading every ``grade_every`` steps.
 
@@ -219,7 +236,7 @@ def run_mtp_md(
             steps_done, reason = run_lammps_md(
                 atoms, aset, monitor, temperature=temperature, steps=steps, ensemble=ensemble,
                 timestep_fs=timestep_fs, pressure_gpa=pressure_gpa, seed=seed, grade_every=grade_every,
-                max_temperature_factor=max_temperature_factor,
+                max_temperature_factor=max_temperature_factor, coupling=lammps_coupling,
             )
         else:
             steps_done, reason = _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs,

@@ -293,9 +293,9 @@ struct Work {
 // Hot kernels get an AVX2+FMA clone next to the portable one (chosen at load time), so a wheel built with portable
 // flags still runs at full speed on current x86-64 machines.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(ALKIT_NO_CLONES)
-#define ALKIT_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define ALKIT_HOT [[maybe_unused]] __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
-#define ALKIT_HOT
+#define ALKIT_HOT [[maybe_unused]]
 #endif
 #define ALKIT_PRAGMA(x) _Pragma(#x)
 #define ALKIT_SIMD ALKIT_PRAGMA(omp simd)
@@ -451,7 +451,7 @@ ALKIT_HOT static double site_moments(const Basis& B, const double* theta, int ti
 }
 
 // ab = dV/dm for every moment (reverse sweep of the product tree).
-static inline void site_adjoint(const Basis& B, const double* theta, Work& w) {
+[[maybe_unused]] static inline void site_adjoint(const Basis& B, const double* theta, Work& w) {
     double* ab = w.ab.data();
     const double* m = w.m.data();
     std::fill(ab, ab + B.n_moments, 0.0);
