@@ -1,81 +1,77 @@
-"""Benchmark: MTP MD steps/s with and without on-the-fly MaxVol grading, ~38 and ~300 atoms, ASE vs LAMMPS engine.
+"""Benchmark: MTP MD steps/s with and without on-the-fly MaxVol grading, at 38, 300 and 2,000 atoms, for the three
+engines: ASE (alkit's calculator), LAMMPS with ``fix external`` (the MTP evaluated in Python each step) and LAMMPS
+with alkit's plugin (``pair_style mtp`` + ``compute mtp/grade``) on 1 and 2 MPI ranks.
 
-    nice -n 10 python bench/bench_mtp_md.py [--levels 10 16] [--steps-small 200] [--steps-large 60]
+    nice -n 10 python bench/bench_mtp_md.py [--levels 10 16] [--sizes 38 300 2000]
 
-Training data: ``bench/out/tih_md_labelled.extxyz`` (the CHGNet-labelled Ti-H MD snapshots of bench_mtp_fit.py,
-first 200) if present, else 40 tiny Ti8Hn cells labelled with CHGNet here. Fits a level-L MTP per level (LLS + a few
-BFGS iterations; coefficient quality does not change the cost of an MD step), builds the neighbourhood-mode active
-sets, then times NVT MD at 100 K on Ti36H2 (38 atoms) and Ti288H12 (300 atoms) through
-:func:`alkit.mtp.md.run_mtp_md` with the gamma thresholds out of reach, so every run goes its full length:
+The potentials are fitted on 300 of ``bench/_tih_data.py``'s CHGNet-labelled Ti-H cells (their quality does not
+change the cost of a step; cached in bench/out). NVT at 100 K on hcp Ti with a few H, gamma thresholds out of reach
+so every run goes its full length:
 
-- "plain":  grade_every > steps (only the starting structure is graded): MTP energy/forces (motep's C engine);
-- "linear": grade every step, rows = derivatives in the linear coefficients (the default active set);
-- "all":    grade every step, rows include the radial coefficients (MLIP-2; alkit's numpy radial Jacobian).
+- "plain":  no grade (the plugin without an active set; the others grade only the starting structure);
+- "linear": grade every step on the linear coefficients (the default active set);
+- "all":    grade every step on all coefficients (radial ones included).
 
-Prints one line per case and a summary table. Memory is capped at 6 GB (RLIMIT_AS), torch at one thread.
+ASE and fix-external rates are wall steps/s of :func:`alkit.mtp.md.run_mtp_md` (set-up included); the plugin rates
+are LAMMPS's own loop time (``run`` in a standalone script, as a production run would be), with ``mpirun -np 1|2``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import resource
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tih_data import OUT, make_tih_dataset  # noqa: E402
 
-def _cap_memory(gb: float = 6.0) -> None:
-    limit = int(gb * 1024**3)
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
-def training_set(n: int = 40, seed: int = 0):
-    from ase import Atoms
-    from ase.build import bulk
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    from alkit._compat import set_torch_threads
-
-    set_torch_threads(1)
-    rng = np.random.default_rng(seed)
-    base = bulk("Ti", "hcp", a=2.95, c=4.68).repeat((2, 2, 1))
-    calc = CHGNetCalculator(use_device="cpu")
-    out = []
-    for i in range(n):
-        a = base.copy()
-        for _ in range(0 if i < n // 2 else 1 + i % 3):
-            for _try in range(500):
-                trial = a + Atoms("H", [rng.uniform(0, 1, 3) @ a.cell.array])
-                d = trial.get_distances(len(a), list(range(len(a))), mic=True)
-                if np.all(d[a.numbers == 22] > 1.75) and np.all(d[a.numbers == 1] > 1.6):
-                    a = trial
-                    break
-        a.set_cell(a.cell.array @ np.diag(1 + rng.uniform(-0.03, 0.03, 3)), scale_atoms=True)
-        a.positions += rng.normal(0, 0.06, a.positions.shape)
-        a.calc = calc
-        res = {"energy": a.get_potential_energy(), "forces": a.get_forces(), "stress": a.get_stress()}
-        a.calc = SinglePointCalculator(a, **res)
-        out.append(a)
-    return out
+SPECIES = ["Ti", "H"]
+MPI_SCRIPT = r'''
+import json, sys, time
+import numpy as np
+from ase.io import read
+from alkit.lammps import plugin_path
+from alkit.mtp.lammps_engine import _System, import_lammps
+structure, pot, als, steps, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+import_lammps()
+atoms = read(structure)
+with _System(atoms, None, timestep_fs=0.5, velocities=False) as sysm:
+    lmp = sysm.lmp
+    grade = f" als {als}" if als != "none" else ""
+    lmp.commands_list([f"plugin load {plugin_path()}", f"pair_style mtp {pot}{grade}",
+                       f"pair_coeff * * {' '.join(sysm.elements)}",
+                       "velocity all create 100 12345 mom yes rot yes", "fix nve all nve",
+                       "fix lang all langevin 100 100 0.1 4242 zero yes"])
+    if grade:
+        lmp.commands_list(["compute g all mtp/grade", "variable stop equal c_g[1]>1e30",
+                           "fix halt all halt 1 v_stop > 0.5 error continue"])
+    lmp.command("run 5")
+    t0 = time.perf_counter()
+    lmp.command(f"run {steps}")
+    dt = time.perf_counter() - t0
+    if lmp.extract_setting("world_rank") == 0:
+        json.dump({"steps_per_s": steps / dt, "ranks": lmp.extract_setting("world_size")}, open(out, "w"))
+'''
 
 
-def system(rep: tuple[int, int, int], n_h: int, seed: int = 1):
-    """Ti hcp supercell with n_h H atoms in octahedral sites (well inside the training distances)."""
+def system(n_atoms: int, seed: int = 1):
+    """hcp Ti with ~4 % H on well-separated interstitial sites, about ``n_atoms`` atoms."""
     from ase import Atoms
     from ase.build import bulk
 
-    ti = bulk("Ti", "hcp", a=2.95, c=4.68, orthorhombic=True).repeat(rep)
+    reps = {38: (3, 3, 1), 300: (6, 4, 3), 2000: (10, 6, 8)}[n_atoms]
+    ti = bulk("Ti", "hcp", a=2.95, c=4.68, orthorhombic=True).repeat(reps)
+    n_h = n_atoms - len(ti)
     rng = np.random.default_rng(seed)
-    # octahedral sites of hcp: between the basal planes, above the centre of Ti triangles; pick far-apart ones
     a = ti.copy()
-    cand = rng.uniform(0, 1, (4000, 3)) @ ti.cell.array
-    for p in cand:
+    for p in rng.uniform(0, 1, (50 * n_h + 1000, 3)) @ ti.cell.array:
         if (a.numbers == 1).sum() >= n_h:
             break
         trial = a + Atoms("H", [p])
@@ -85,81 +81,83 @@ def system(rep: tuple[int, int, int], n_h: int, seed: int = 1):
     return a
 
 
-def main(argv=None) -> None:
+def plugin_rate(atoms, pot, als, steps: int, ranks: int, tmp: Path) -> float:
+    from ase.io import write
+
+    write(tmp / "s.traj", atoms)
+    script = tmp / "mpi_md.py"
+    script.write_text(MPI_SCRIPT)
+    out = tmp / "rate.json"
+    cmd = [sys.executable, str(script), str(tmp / "s.traj"), str(pot), str(als) if als else "none", str(steps),
+           str(out)]
+    if ranks > 1:
+        cmd = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks)] + cmd
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-2000:])
+    return float(json.loads(out.read_text())["steps_per_s"])
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", type=int, nargs="+", default=[10, 16])
-    ap.add_argument("--steps-small", type=int, default=200)
-    ap.add_argument("--steps-large", type=int, default=60)
-    ap.add_argument("--bfgs-maxiter", type=int, default=20)
-    ap.add_argument("--engines", nargs="+", default=["ase", "lammps"])
-    ap.add_argument("--train", default=None, help="labelled extxyz to fit on (default: see above)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[38, 300, 2000])
+    ap.add_argument("--steps", type=int, nargs=3, default=[400, 100, 30], metavar=("S38", "S300", "S2000"))
+    ap.add_argument("--json", default=str(OUT / "bench_mtp_md.json"))
     args = ap.parse_args(argv)
-    _cap_memory()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("motep").setLevel(logging.ERROR)
-
     from alkit.mtp.fit import train_mtp
     from alkit.mtp.grade import ActiveSet
     from alkit.mtp.md import run_mtp_md
 
-    t0 = time.perf_counter()
-    cached = Path(args.train) if args.train else Path(__file__).resolve().parent / "out" / "tih_md_labelled.extxyz"
-    if cached.is_file():
-        from ase.io import read
-
-        train = read(str(cached), ":200")
-        print(f"training set: {len(train)} structures from {cached}", flush=True)
-    else:
-        train = training_set()
-        print(f"training set: {len(train)} CHGNet-labelled Ti8Hn cells in {time.perf_counter() - t0:.1f} s",
-              flush=True)
-    small = system((3, 3, 1), 2)  # Ti36 + 2 H = 38 atoms (orthorhombic hcp cell has 4 atoms)
-    large = system((6, 4, 3), 12)  # Ti288 + 12 H = 300 atoms
-    print(f"systems: {small.get_chemical_formula()} ({len(small)} atoms), {large.get_chemical_formula()} "
-          f"({len(large)} atoms)", flush=True)
+    frames = make_tih_dataset(300, OUT / "tih40_chgnet.extxyz")
+    steps_of = dict(zip([38, 300, 2000], args.steps))
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     rows = []
-    out_dir = Path(__file__).resolve().parent / "out"
-    with tempfile.TemporaryDirectory(prefix="alkit-bench-md-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="alkit-bench-md-") as tmpd:
+        tmp = Path(tmpd)
         for level in args.levels:
-            # fitted potentials are cached in bench/out (git-ignored) when trained on the cached data set
-            pot = out_dir / f"bench_mtp_md_L{level}.mtp" if cached.is_file() else Path(tmp) / f"L{level}.mtp"
-            t = time.perf_counter()
-            if pot.is_file():
-                print(f"level {level}: reusing {pot}", flush=True)
-            else:
-                train_mtp(train, pot, ["Ti", "H"], level=level, bfgs_maxiter=args.bfgs_maxiter, seed=0)
-            t_fit = time.perf_counter() - t
-            asets = {}
-            for parameters in ("linear", "all"):
-                t = time.perf_counter()
-                asets[parameters] = ActiveSet.fit(pot, train, ["Ti", "H"], mode="nbh", parameters=parameters)
-                print(f"level {level}: {asets[parameters].n_parameters} {parameters} parameters, active set "
-                      f"{time.perf_counter() - t:.2f} s ({asets[parameters].algorithm}); fit {t_fit:.1f} s",
-                      flush=True)
-            for atoms, steps in ((small, args.steps_small), (large, args.steps_large)):
-                for engine in args.engines:
-                    for variant in ("plain", "linear", "all"):
-                        aset = asets["linear" if variant == "plain" else variant]
-                        res = run_mtp_md(atoms, pot, aset, ["Ti", "H"], temperature=100, steps=steps, engine=engine,
-                                         gamma_select=1e29, gamma_break=1e30,
+            pot = OUT / f"bench_mtp_md_L{level}.mtp"
+            if not pot.is_file():
+                train_mtp(frames, pot, SPECIES, level=level, bfgs_maxiter=100, seed=0, threads=2)
+            asets = {p: ActiveSet.fit(pot, frames, SPECIES, mode="nbh", parameters=p) for p in ("linear", "all")}
+            for p, a in asets.items():
+                a.save(tmp / f"L{level}_{p}.als")
+            for n in args.sizes:
+                atoms = system(n)
+                steps = steps_of[n]
+                rate = {}
+                for variant in ("plain", "linear", "all"):
+                    aset = asets["linear" if variant == "plain" else variant]
+                    for engine, coupling in (("ase", None), ("lammps", "external")):
+                        res = run_mtp_md(atoms, pot, aset, SPECIES, temperature=100, steps=steps, engine=engine,
+                                         lammps_coupling=coupling, gamma_select=1e29, gamma_break=1e30,
                                          grade_every=steps + 1 if variant == "plain" else 1, seed=0,
                                          max_temperature_factor=1e6)
-                        # wall time of the whole call: setup (LAMMPS instance, step-0 grade) included
-                        sps = res.steps_done / res.seconds if res.seconds > 0 else float("nan")
-                        rows.append((level, len(atoms), engine, variant, res.steps_done, res.seconds, sps,
-                                     res.stop_reason))
-                        print(f"  L{level} {len(atoms):4d} atoms {engine:6s} {variant:6s}: {res.steps_done} steps in "
-                              f"{res.seconds:6.2f} s = {sps:7.1f} steps/s ({res.stop_reason}, max gamma "
-                              f"{res.max_gamma:.3g})", flush=True)
-    print("\nlevel  atoms  engine   plain  graded(linear)  graded(all)   steps/s")
-    for level in args.levels:
-        for n in sorted({r[1] for r in rows}):
-            for engine in args.engines:
-                sel = {r[3]: r[6] for r in rows if r[0] == level and r[1] == n and r[2] == engine}
-                if len(sel) == 3:
-                    print(f"{level:5d}  {n:5d}  {engine:6s}  {sel['plain']:6.1f}  {sel['linear']:14.1f}  "
-                          f"{sel['all']:11.1f}")
+                        assert res.stop_reason == "completed", res.stop_reason
+                        rate[(engine if coupling is None else "external", variant)] = res.steps_done / res.seconds
+                    als = None if variant == "plain" else tmp / f"L{level}_{variant}.als"
+                    for ranks in (1, 2):
+                        rate[(f"plugin x{ranks}", variant)] = plugin_rate(atoms, pot, als, 2 * steps, ranks, tmp)
+                row = {"level": level, "atoms": len(atoms), "rates": {f"{e}|{v}": r for (e, v), r in rate.items()}}
+                rows.append(row)
+                for variant in ("plain", "linear", "all"):
+                    print(f"L{level} {len(atoms):5d} atoms {variant:6s}: " + ", ".join(
+                        f"{e} {rate[(e, variant)]:7.1f}" for e in ("ase", "external", "plugin x1", "plugin x2"))
+                          + " steps/s", flush=True)
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+    print("\n| level | atoms | grade | ASE | LAMMPS fix external | plugin, 1 rank | plugin, 2 ranks | "
+          "plugin / fix external | 2 ranks / 1 rank |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        r = row["rates"]
+        for v in ("plain", "linear", "all"):
+            print(f"| {row['level']} | {row['atoms']} | {v} | {r['ase|' + v]:.0f} | {r['external|' + v]:.0f} | "
+                  f"{r['plugin x1|' + v]:.0f} | {r['plugin x2|' + v]:.0f} | "
+                  f"{r['plugin x1|' + v] / r['external|' + v]:.1f}x | {r['plugin x2|' + v] / r['plugin x1|' + v]:.2f}x |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

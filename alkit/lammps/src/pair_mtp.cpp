@@ -225,20 +225,7 @@ void PairMTP::grade_row(int ti, int nn, double *row) {
   if (rows_ == 2) alkit::site_radial_jacobian(B, nn, work_, row + B.radial_index(ti, 0, 0, 0));
 }
 
-// gamma = max_k |(row . A^-1)_k| (rows of A^-1 are contiguous: accumulate row_l * A^-1[l][:]).
-double PairMTP::gamma_of_row(const double *row) {
-  std::fill(c_.begin(), c_.end(), 0.0);
-  double *c = c_.data();
-  for (int l = 0; l < p_; ++l) {
-    const double r = row[l];
-    if (r == 0.0) continue;
-    const double *il = &inv_[size_t(l) * p_];
-    for (int k = 0; k < p_; ++k) c[k] += r * il[k];
-  }
-  double g = 0.0;
-  for (int k = 0; k < p_; ++k) g = std::max(g, std::fabs(c[k]));
-  return g;
-}
+double PairMTP::gamma_of_row(const double *row) { return alkit::row_grade(row, inv_.data(), p_, c_.data()); }
 
 void PairMTP::compute(int eflag, int vflag) {
   ev_init(eflag, vflag);

@@ -678,6 +678,21 @@ ALKIT_HOT static void site_moment_gradients(const Basis& B, int n0, int n1, Work
     }
 }
 
+// MaxVol grade of one basis row: max_k |(row . A^-1)_k| (A^-1 row-major, p x p; c: scratch of length p).
+ALKIT_HOT static double row_grade(const double* row, const double* inv, int p, double* c) {
+    for (int k = 0; k < p; ++k) c[k] = 0.0;
+    for (int l = 0; l < p; ++l) {
+        const double r = row[l];
+        if (r == 0.0) continue;
+        const double* il = inv + size_t(l) * p;
+        ALKIT_SIMD
+        for (int k = 0; k < p; ++k) c[k] += r * il[k];
+    }
+    double g = 0.0;
+    for (int k = 0; k < p; ++k) g = std::max(g, std::fabs(c[k]));
+    return g;
+}
+
 // Upper triangle of K += c * A A' for the rows of A (n_rows x len, row-major) and h += c * A y.
 ALKIT_HOT static void add_gram(int n_rows, int len, const double* A, const double* y, double c, double* K, int ldk,
                                double* h, double sign) {
