@@ -163,13 +163,15 @@ def test_all_coefficient_bfgs_converges_by_mlip2s_rule(lls_fit, labelled, tmp_pa
     stops it by the convergence rule (relative decrease over 50 iterations) before the iteration cap."""
     from alkit.mtp.train import WINDOW
 
-    res = fit.train_mtp(labelled[:24], tmp_path / "b.mtp", SPECIES, level=6, bfgs_maxiter=400, seed=1,
-                        method="bfgs", tol=0.05)
+    res = fit.train_mtp(labelled[:24], tmp_path / "b.mtp", SPECIES, level=6, bfgs_maxiter=600, seed=1,
+                        method="bfgs", tol=0.3)
+    # tol=0.3: on this set the 50-iteration decrease first falls below 30% after ~250 iterations (seeds 1-3
+    # measured); tol=0.05 needed 320 to >400 iterations depending on the seed and the CPU, too close to a cap.
     rep = res.report
-    assert rep.reason == "converged" and WINDOW <= rep.iterations < 400
+    assert rep.reason == "converged" and WINDOW <= rep.iterations < 600
     h = rep.history
-    assert (h[-WINDOW - 1] - h[-1]) / h[-WINDOW - 1] < 0.05
-    assert (h[-WINDOW - 2] - h[-2]) / h[-WINDOW - 2] >= 0.05  # it stopped at the first iteration the rule allows
+    assert (h[-WINDOW - 1] - h[-1]) / h[-WINDOW - 1] < 0.3
+    assert (h[-WINDOW - 2] - h[-2]) / h[-WINDOW - 2] >= 0.3  # it stopped at the first iteration the rule allows
     assert _motep_loss(res.mtp_path, labelled[:24]) < _motep_loss(lls_fit.mtp_path, labelled[:24])
 
 
