@@ -17,7 +17,7 @@ from alkit.driver import ALConfig
 from alkit.scenarios import Scenario
 
 PRESETS = {
-    "quick": "Al bulk/vacancy/(111) slab/GB at 300, 900 and 1500 K, CHGNet labels, MTP level 8",
+    "quick": "Al bulk/vacancy/(111) slab/GB at 300, 900 and 1500 K, CHGNet labels, MTP level 12 fitted to convergence",
     "paper-like": "larger Al cells and 10 ps runs, GPAW PBE labels, MTP level 16",
     "tiny": "Al bulk and vacancy at 300 K in 4-atom-cubic x2 cells (tests)",
 }
@@ -64,7 +64,7 @@ def build(preset: str, mode: str) -> ALConfig:
             name="al-quick", species=["Al"], mode=mode,
             scenarios=scenarios(2, (300, 900, 1500), steps=500, interval=100),
             pool_scenarios=scenarios(2, (300, 900, 1500), steps=300, interval=10),
-            n_clusters=40, labeller="chgnet", mtp_level=8, bfgs_maxiter=20, al_budget=10, max_iterations=10,
+            n_clusters=40, labeller="chgnet", mtp_level=12, al_budget=10, max_iterations=10,
             max_collect_per_scenario=10,
         )
     if preset == "paper-like":

@@ -16,9 +16,9 @@ from alkit.driver import ALConfig
 from alkit.systems.ti_h import ti_h_scenarios
 
 PRESETS = {
-    "quick": "31 small Ti-H scenarios at 300/1000 K, CHGNet labels, MTP level 8 (4-25 min on 2 cores, pool MD included)",
-    "paper": "the paper's 274 scenarios, GPAW PBE labels, MTP level 16 (cluster scale)",
-    "tiny": "4 scenarios (hcp/bcc Ti8 and Ti8H2) at 300 K, CHGNet labels, MTP level 6 (tests, minutes)",
+    "quick": "31 small Ti-H scenarios at 300/1000 K, CHGNet labels, MTP level 12 fitted to convergence (~11 min pool MD + 10-15 min AL on 2 cores)",
+    "paper": "the paper's 274 scenarios, GPAW PBE labels, MTP level 20 fitted to convergence, LAMMPS MD (cluster scale)",
+    "tiny": "4 scenarios (hcp/bcc Ti8 and Ti8H2) at 300 K, CHGNet labels, MTP level 6 fitted to convergence (tests, minutes)",
 }
 
 
