@@ -1,10 +1,15 @@
-"""Recipes: Python scripts in ``recipes/`` that configure the driver for one chemical system.
+"""Recipes: Python scripts that configure the driver for one chemical system.
+
+The recipes shipped with alkit are package data (``alkit/recipes/*.py``, found through :mod:`importlib.resources`,
+so a wheel install has them); a user's own recipe is any script path, or ``recipes/<name>.py`` in the working
+directory.
 
 A recipe module defines ``PRESETS`` (a dict of preset name -> description or parameters) and
 ``build(preset: str, mode: str) -> alkit.driver.ALConfig``.
 """
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import os
 from pathlib import Path
@@ -12,13 +17,14 @@ from types import ModuleType
 
 from alkit.errors import ConfigError
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+#: The shipped recipes (a real directory: the package is installed unzipped, as pip always does).
+RECIPES_DIR = Path(str(importlib.resources.files("alkit") / "recipes"))
 
 
 def find_recipe(name_or_path: str | os.PathLike) -> Path:
-    """Resolve ``ti_h``, ``recipes/ti_h.py`` or any path to a recipe script."""
+    """Resolve a path to a recipe script, ``./recipes/<name>.py`` or a shipped recipe name (``ti_h``), in that order."""
     p = Path(name_or_path)
-    candidates = [p, RECIPES_DIR / p, RECIPES_DIR / f"{p}.py", Path.cwd() / "recipes" / f"{p}.py"]
+    candidates = [p, Path.cwd() / "recipes" / f"{p}.py", RECIPES_DIR / p, RECIPES_DIR / f"{p}.py"]
     for c in candidates:
         if c.is_file():
             return c.resolve()
@@ -52,12 +58,14 @@ def build_config(name_or_path: str | os.PathLike, preset: str | None = None, mod
 
 
 def list_recipes() -> dict[str, dict[str, str]]:
-    """``{recipe: {preset: description}}`` of the recipes in ``recipes/``, read without importing them (so that
+    """``{recipe: {preset: description}}`` of the shipped recipes, read without importing them (so that
     ``alkit run --help`` stays fast): the ``PRESETS`` dict literal of each script."""
     import ast
 
     out: dict[str, dict[str, str]] = {}
     for path in sorted(RECIPES_DIR.glob("*.py")):
+        if path.stem.startswith("_"):
+            continue
         try:
             tree = ast.parse(path.read_text())
         except (OSError, SyntaxError):

@@ -382,7 +382,7 @@ def test_calculator_bad_input(lls_fit, labelled, tmp_path):
     with pytest.raises(InputError, match="collapsed"):
         collapsed.get_potential_energy()
     with pytest.raises(ConfigError, match="untrained"):
-        fit.mtp_calculator(fit.__file__.replace("alkit/mtp/fit.py", "potentials/levels/TiH_L08.mtp"))
+        fit.mtp_calculator(fit.__file__.replace("mtp/fit.py", "mtp/levels_data/TiH_L08.mtp"))
     with pytest.raises(ConfigError, match="species_count = 2"):
         fit.mtp_calculator(lls_fit.mtp_path, ["Ti"])
     with pytest.raises(ConfigError, match=r"made for species \['Ti', 'H'\]"):

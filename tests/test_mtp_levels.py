@@ -200,7 +200,7 @@ def test_generated_text_format():
 
 
 def test_stored_level_files_are_current():
-    """potentials/levels holds exactly what the generator writes (regenerate with `alkit mtp init`)."""
+    """alkit/mtp/levels_data holds exactly what the generator writes (regenerate with `alkit mtp init`)."""
     files = sorted(levels.LEVELS_DIR.glob("*.mtp"))
     assert {f.name for f in files} >= {f"TiH_L{L:02d}.mtp" for L in (6, 8, 10, 12, 16, 20)}
     for f in files:
@@ -209,6 +209,19 @@ def test_stored_level_files_are_current():
         assert f.name == levels.level_filename(level, species)
         assert f.read_text() == generate_mtp(level, species, cutoff=5.0, min_dist=0.5)
     assert levels.stored_level_path(16, ["Ti", "H"]) == levels.LEVELS_DIR / "TiH_L16.mtp"
+
+
+def test_unshipped_level_goes_to_the_user_cache_not_the_package(tmp_path, monkeypatch):
+    """A level that is not shipped is generated once into $ALKIT_CACHE_DIR/levels; the installed package (or the
+    source tree) is never written to."""
+    monkeypatch.setenv("ALKIT_CACHE_DIR", str(tmp_path))
+    before = sorted(p.name for p in levels.LEVELS_DIR.iterdir())
+    path = levels.stored_level_path(10, ["Cu", "Zr"])
+    assert path == tmp_path / "levels" / "CuZr_L10.mtp"
+    assert path.read_text() == generate_mtp(10, ["Cu", "Zr"], cutoff=5.0, min_dist=0.5)
+    assert sorted(p.name for p in levels.LEVELS_DIR.iterdir()) == before
+    mtime = path.stat().st_mtime_ns
+    assert levels.stored_level_path(10, ["Cu", "Zr"]) == path and path.stat().st_mtime_ns == mtime  # generated once
 
 
 @pytest.mark.parametrize("bad", [1, 3, 0, 30, -2, "x", 7.5])

@@ -40,6 +40,7 @@ least squares handles it with its ridge.)
 """
 from __future__ import annotations
 
+import importlib.resources
 import itertools
 import math
 import os
@@ -537,8 +538,17 @@ def write_untrained_mtp(
     return path
 
 
-#: Where the generated level files that recipes use are stored (``potentials/levels`` in the source tree).
-LEVELS_DIR = Path(__file__).resolve().parents[2] / "potentials" / "levels"
+#: The generated level files shipped with alkit (package data ``alkit/mtp/levels_data``).
+LEVELS_DIR = Path(str(importlib.resources.files("alkit.mtp") / "levels_data"))
+
+
+def _level_cache_dir() -> Path:
+    """Where level files that are not shipped are generated: ``$ALKIT_CACHE_DIR/levels`` or the user cache
+    (``$XDG_CACHE_HOME/alkit/levels``, default ``~/.cache/alkit/levels``); never the installed package."""
+    root = os.environ.get("ALKIT_CACHE_DIR")
+    if root:
+        return Path(root) / "levels"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alkit" / "levels"
 
 
 def level_filename(level: int, species: Sequence[str]) -> str:
@@ -547,11 +557,18 @@ def level_filename(level: int, species: Sequence[str]) -> str:
 
 
 def stored_level_path(level: int, species: Sequence[str], cutoff: float = 5.0) -> Path:
-    """Path of the stored untrained MTP for ``level``/``species`` under ``potentials/levels``; generated there if
-    missing (cutoff 5 Å files only; other cutoffs: use :func:`write_untrained_mtp`)."""
-    path = LEVELS_DIR / level_filename(level, species)
+    """Path of the untrained MTP for ``level``/``species``: the shipped file when there is one, otherwise one
+    generated once into the user cache (cutoff 5 Å files only; other cutoffs: use :func:`write_untrained_mtp`)."""
     if float(cutoff) != 5.0:
         raise ConfigError(f"stored level files use a 5.0 Å cutoff; write one with write_untrained_mtp for {cutoff} Å")
+    name = level_filename(level, species)
+    shipped = LEVELS_DIR / name
+    if shipped.is_file():
+        return shipped
+    path = _level_cache_dir() / name
     if not path.is_file():
-        write_untrained_mtp(path, level, species)
+        from alkit._util import atomic_write
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, generate_mtp(level, species, cutoff=cutoff))
     return path

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from ase.build import bulk, fcc111
 
-from alkit.driver import ALConfig
+from alkit.campaign import ALConfig
 from alkit.scenarios import Scenario
 
 PRESETS = {

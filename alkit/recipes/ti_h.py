@@ -12,7 +12,7 @@ Usage: ``alkit run ti_h --preset quick --mode direct`` (or ``--mode scratch`` fo
 """
 from __future__ import annotations
 
-from alkit.driver import ALConfig
+from alkit.campaign import ALConfig
 from alkit.systems.ti_h import ti_h_scenarios
 
 PRESETS = {
