@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import numbers
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 from alkit.errors import ConfigError
@@ -50,6 +50,10 @@ class ALConfig:
     labeller: str = "chgnet"
     labeller_kwargs: dict[str, Any] = field(default_factory=dict)
     label_timeout: float | None = None
+    # the potential: a registered backend (alkit.backend); "mtp" reads the MTP fields below, another backend its
+    # potential_kwargs
+    potential: str = "mtp"
+    potential_kwargs: dict[str, Any] = field(default_factory=dict)
     # MTP
     mtp_level: int = 8
     cutoff: float = 5.0
@@ -78,7 +82,7 @@ class ALConfig:
     # Candidates with atoms closer than this (Å) are not labelled: no physical configuration of these scenarios has
     # them, DFT would fail or waste hours on them, and one such label would drag the MTP's min_dist down.
     min_candidate_distance: float = 0.5
-    reselect: str | None = None  # "direct" | "maxvol"; default: direct in direct mode, maxvol from scratch
+    reselect: str | None = None  # a registered selector ("direct" | "maxvol" built in); default: direct in direct mode, maxvol from scratch
     max_iterations: int = 10
     # execution
     executor: str = "process"
@@ -103,16 +107,13 @@ class ALConfig:
     def validate(self) -> None:
         """Check every field (cheap, no model loaded): ``ConfigError`` naming the field, the value and what is
         allowed."""
+        from alkit.backend import backend_names, make_backend, make_selector, selector_names
         from alkit.encode import ENCODERS
         from alkit.executors import EXECUTORS
-        from alkit.mtp.fit import ENGINES as FIT_ENGINES
-        from alkit.mtp.grade import PARAMETER_SETS, _MODE_ALIASES
-        from alkit.mtp.levels import MAX_LEVEL, MIN_LEVEL
-        from alkit.mtp.md import ENGINES as MD_ENGINES
 
         _one_of(self, "mode", MODES)
         if self.reselect is not None:
-            _one_of(self, "reselect", RESELECT)
+            _one_of(self, "reselect", tuple(selector_names()))
         _species(self)
         if not self.scenarios:
             raise ConfigError("ALConfig.scenarios: the scenario list is empty: nothing to explore")
@@ -123,10 +124,6 @@ class ALConfig:
             extra = sorted(set(scn.atoms.get_chemical_symbols()) - set(self.species))
             if extra:
                 raise ConfigError(f"scenario {scn.id!r} contains element(s) {extra} not in species {list(self.species)}")
-        if self.explore_engine == "lammps":
-            flat = [scn.id for scn in self.scenarios if not all(scn.atoms.pbc)]
-            if flat:
-                raise ConfigError(f"ALConfig.explore_engine = 'lammps' needs fully periodic scenarios; not: {flat[:5]}")
         _string(self, "name")
         _string(self, "pool_potential")
         _int(self, "pool_per_trajectory", 1, optional=True)
@@ -138,33 +135,22 @@ class ALConfig:
         if not isinstance(self.labeller_kwargs, dict):
             raise ConfigError(f"ALConfig.labeller_kwargs = {self.labeller_kwargs!r}: must be a dict")
         _number(self, "label_timeout", 0.0, strict=True, optional=True)
-        _int(self, "mtp_level", MIN_LEVEL, MAX_LEVEL)
-        if self.mtp_level % 2:
-            raise ConfigError(f"ALConfig.mtp_level = {self.mtp_level}: MTP levels are even ({MIN_LEVEL}..{MAX_LEVEL})")
-        _number(self, "cutoff", 0.0, 20.0, strict=True)
-        w = self.loss_weights
-        if (not isinstance(w, (tuple, list)) or len(w) != 3 or not all(_is_real(x) and x >= 0 for x in w)
-                or sum(w) == 0):
-            raise ConfigError(f"ALConfig.loss_weights = {w!r}: must be three non-negative numbers (energy, forces, "
-                              "stress), not all 0")
-        _int(self, "bfgs_maxiter", 0)
-        _number(self, "fit_tol", 0.0)
-        _one_of(self, "fit_engine", FIT_ENGINES)
-        _int(self, "fit_threads", 1)
+        _one_of(self, "potential", tuple(backend_names()))
+        if not isinstance(self.potential_kwargs, dict):
+            raise ConfigError(f"ALConfig.potential_kwargs = {self.potential_kwargs!r}: must be a dict")
+        backend = make_backend(self)  # the backend checks its own settings, naming the fields
         _number(self, "valid_fraction", 0.0, 0.5, upper_open=True)
-        _one_of(self, "grade_mode", tuple(_MODE_ALIASES))
-        _one_of(self, "grade_parameters", PARAMETER_SETS)
         _number(self, "gamma_select", 1.0)
         _number(self, "gamma_break", 1.0)
         if self.gamma_select > self.gamma_break:
             raise ConfigError(f"ALConfig.gamma_select = {self.gamma_select} must not exceed gamma_break = "
                               f"{self.gamma_break}")
-        _one_of(self, "explore_engine", MD_ENGINES)
         _int(self, "explore_steps", 1, optional=True)
         _int(self, "max_collect_per_scenario", 1)
         _number(self, "max_temperature_factor", 1.0, strict=True)
         _int(self, "al_budget", 1)
         _number(self, "min_candidate_distance", 0.0)
+        make_selector(self.reselection).check(backend, self.needs_sampler)
         _int(self, "max_iterations", 1)
         _one_of(self, "executor", EXECUTORS)
         _int(self, "n_workers", 1)
@@ -217,8 +203,12 @@ def scenarios_digest(scenarios: Sequence[Scenario]) -> str:
 def resume_changes(stored: dict, new: dict) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
     """(unsafe changes, safe changes) between two :meth:`ALConfig.to_json` dicts, as (field, stored, new)."""
     unsafe, safe = [], []
+    # a field added to ALConfig after the run was stored reads as its default (the run was made with it)
+    defaults = {f.name: (f.default if f.default_factory is MISSING else f.default_factory())  # type: ignore[misc]
+                for f in fields(ALConfig) if f.default is not MISSING or f.default_factory is not MISSING}
+    defaults = json.loads(json.dumps(defaults, default=str))
     for key in sorted(set(stored) | set(new)):
-        a, b = stored.get(key), new.get(key)
+        a, b = stored.get(key, defaults.get(key)), new.get(key, defaults.get(key))
         if _canonical(a) == _canonical(b):
             continue
         (safe if key in SAFE_TO_CHANGE else unsafe).append((key, a, b))

@@ -749,3 +749,19 @@ def coverage_score(pool_pcs, selected_pcs, n_bins: int) -> np.ndarray:
         occ_sel = np.histogram(sel[:, j], bins=edges)[0] > 0
         scores[j] = np.count_nonzero(occ_pool & occ_sel) / np.count_nonzero(occ_pool)
     return scores
+
+
+class DirectReselector:
+    """The paper's re-selection: extrapolative structures are encoded and chosen through the *same* fitted DIRECT
+    sampler as the seed set (stratified over its clusters, :meth:`DIRECTSampler.select`), so AL keeps the pool's
+    coverage instead of piling labels into one region. A :class:`alkit.backend.Selector`."""
+
+    name = "direct"
+
+    def check(self, backend, has_sampler: bool) -> None:
+        if not has_sampler:
+            raise ConfigError("ALConfig.reselect = 'direct' needs the DIRECT sampler (a pool and an encoder)")
+
+    def select(self, candidates, budget: int, context) -> list[int]:
+        X = np.asarray(context.features(candidates), dtype=np.float32)
+        return [int(i) for i in context.sampler().select(X, budget=budget)]

@@ -35,44 +35,15 @@ log = logging.getLogger(__name__)
 # worker functions (module level so process and Dask executors can pickle them)
 
 
-def _explore_worker(scenario: dict, mtp_path: str, als_path: str, species: list[str], params: dict) -> dict:
-    """Run MTP MD with gamma monitoring for one scenario in a worker process."""
+def _explore_worker(backend, model_dir: str, scenario: dict, settings) -> dict:
+    """Explore one scenario with the backend in a worker process (module level: executors pickle it)."""
     from alkit._compat import set_torch_threads
-    from alkit.mtp.grade import ActiveSet
-    from alkit.mtp.md import run_mtp_md
 
     set_torch_threads(1)
-    scn = Scenario.from_dict(scenario)
-    active = ActiveSet.load(als_path, mtp_path=mtp_path)
-    res = run_mtp_md(
-        scn.atoms.copy(),
-        mtp_path,
-        active,
-        species,
-        temperature=scn.temperature,
-        steps=params.get("steps") or scn.steps,
-        ensemble=scn.ensemble,
-        timestep_fs=scn.timestep_fs,
-        gamma_select=params["gamma_select"],
-        gamma_break=params["gamma_break"],
-        engine=params["engine"],
-        seed=params["seed"],
-        max_collect=params["max_collect"],
-        scenario_id=scn.id,
-        pressure_gpa=scn.pressure_gpa,
-        max_temperature_factor=params["max_temperature_factor"],
-    )
-    return {
-        "id": scn.id,
-        "temperature": scn.temperature,
-        "stable": bool(res.stable),
-        "steps_done": int(res.steps_done),
-        "steps_total": int(res.steps_total),
-        "max_gamma": float(res.max_gamma) if np.isfinite(res.max_gamma) else None,
-        "stop_reason": res.stop_reason,
-        "seconds": float(res.seconds),
-        "collected": res.collected,
-    }
+    out = backend.explore(Path(model_dir), Scenario.from_dict(scenario), settings)
+    rec = out.to_record()
+    rec["collected"] = out.collected
+    return rec
 
 
 def _seed_for(scenario_id: str, iteration: int, seed: int) -> int:
@@ -151,23 +122,15 @@ class ActiveLearningDriver:
             from alkit.potentials import check_potential
 
             check_potential(cfg.pool_potential, cfg.model_dir)  # fails now, not after hours of work
-        if cfg.needs_encoder and cfg.encoder in ("m3gnet", "megnet"):
-            from alkit.config import EFORM_MODEL, MEGNET_EFORM_MODEL, model_path
+        if cfg.needs_encoder:
+            from alkit.encode import check_encoder
 
-            model_path(EFORM_MODEL if cfg.encoder == "m3gnet" else MEGNET_EFORM_MODEL, cfg.model_dir)
-        from alkit.mtp.potential import MTPPotential
+            check_encoder(cfg.encoder, cfg.model_dir)
+        from alkit.backend import make_backend, make_selector
 
-        try:
-            MTPPotential.untrained(cfg.mtp_level, list(cfg.species), cutoff=cfg.cutoff, min_dist=0.0)
-        except ConfigError as exc:
-            raise ConfigError(f"ALConfig.mtp_level = {cfg.mtp_level}, cutoff = {cfg.cutoff}: {exc}") from None
-        if cfg.explore_engine == "lammps":
-            from alkit.mtp.lammps_engine import import_lammps
-
-            try:
-                import_lammps()
-            except Exception as exc:  # noqa: BLE001 - any import failure means the engine is unusable
-                raise ConfigError(f"ALConfig.explore_engine = 'lammps', but LAMMPS cannot be used: {exc}") from None
+        self.backend = make_backend(cfg)
+        self.backend.check()
+        self.selector = make_selector(cfg.reselection)
         if cfg.executor == "dask":
             try:
                 import distributed  # noqa: F401
@@ -305,11 +268,17 @@ class ActiveLearningDriver:
         if getattr(self, "_enc", None) is None:
             from alkit.encode import get_encoder
 
-            kw: dict[str, Any] = {"cache_dir": str(self.run_dir / "cache")}
-            if self.config.encoder in ("m3gnet", "megnet"):
-                kw["model_dir"] = self.config.model_dir
-            self._enc = get_encoder(self.config.encoder, **kw).fit()
+            self._enc = get_encoder(self.config.encoder, cache_dir=str(self.run_dir / "cache"),
+                                    model_dir=self.config.model_dir).fit()
         return self._enc
+
+    def _features(self, structures) -> np.ndarray:
+        """Encode structures with the campaign's encoder and store their features (add_structures fills in the
+        features of structures already stored, matched by hash)."""
+        X = np.asarray(self._encoder().transform(structures), dtype=np.float32)
+        self.store.add_structures(structures, source="al", iteration=int(self.store.get_state("iteration", 0)),
+                                  features=X)
+        return X
 
     def _sampler(self):
         if getattr(self, "_smp", None) is None:
@@ -419,33 +388,21 @@ class ActiveLearningDriver:
     def _fit(self, it: int, wall: dict) -> None:
         cfg = self.config
         d = self.iter_dir(it)
-        if self._done(f"fit:{it}") and (d / "pot.mtp").exists() and (d / "state.als").exists():
+        if self._done(f"fit:{it}") and self.backend.is_fitted(d):
             return
-        from alkit.mtp.fit import train_mtp
-        from alkit.mtp.grade import ActiveSet
-
-        d.mkdir(parents=True, exist_ok=True)
         from alkit.io import structure_hash
 
+        d.mkdir(parents=True, exist_ok=True)
         # canonical order (by structure hash), not the order in which workers finished: a campaign must not depend
         # on the executor, the worker count or the machine's load
         labelled = sorted(self.store.atoms(status="labelled"), key=structure_hash)
         train, valid = self._split(labelled)
-        prev = self.iter_dir(it - 1) / "pot.mtp" if it > 0 else None
+        prev = self.iter_dir(it - 1) if it > 0 else None
         with self._stage(it, "fit", wall):
-            res = train_mtp(
-                train, d / "pot.mtp", species=list(cfg.species), level=cfg.mtp_level, cutoff=cfg.cutoff,
-                initial=prev if prev is not None and prev.exists() else None, weights=tuple(cfg.loss_weights),
-                bfgs_maxiter=cfg.bfgs_maxiter, valid=valid or None, seed=cfg.seed, workdir=d / "scratch",
-                engine=cfg.fit_engine, tol=cfg.fit_tol, threads=cfg.fit_threads,
-            )
-            ActiveSet.fit(res.mtp_path, train, list(cfg.species), mode=cfg.grade_mode,
-                          parameters=cfg.grade_parameters).save(d / "state.als")
-        rep = res.report
+            res = self.backend.fit(train, valid, d, previous=prev, seed=cfg.seed)
         self.events.emit("fit", iteration=it, n_train=len(train), n_valid=len(valid),
-                         train=res.train_metrics, valid=res.valid_metrics, seconds=res.seconds,
-                         fit_iterations=None if rep is None else rep.iterations,
-                         fit_stopped=None if rep is None else rep.reason)
+                         train=res.train, valid=res.valid, seconds=res.seconds,
+                         fit_iterations=res.iterations, fit_stopped=res.stopped)
         self._mark(f"fit:{it}", True)
 
     def _explore(self, it: int, wall: dict) -> list[dict]:
@@ -469,16 +426,16 @@ class ActiveLearningDriver:
         if pending:
             from alkit.executors import run_each
 
+            from alkit.backend import ExploreOutcome, ExploreSettings
+
             with self._stage(it, "explore", wall):
                 tasks = []
                 for scn in pending:
-                    params = {
-                        "steps": cfg.explore_steps, "gamma_select": cfg.gamma_select, "gamma_break": cfg.gamma_break,
-                        "engine": cfg.explore_engine, "seed": _seed_for(scn.id, it, cfg.seed),
-                        "max_collect": cfg.max_collect_per_scenario,
-                        "max_temperature_factor": cfg.max_temperature_factor,
-                    }
-                    tasks.append((scn.to_dict(), str(d / "pot.mtp"), str(d / "state.als"), list(cfg.species), params))
+                    settings = ExploreSettings(
+                        steps=int(cfg.explore_steps or scn.steps), gamma_select=cfg.gamma_select,
+                        gamma_break=cfg.gamma_break, seed=_seed_for(scn.id, it, cfg.seed),
+                        max_collect=cfg.max_collect_per_scenario, max_temperature_factor=cfg.max_temperature_factor)
+                    tasks.append((self.backend, str(d), scn.to_dict(), settings))
                 bar = tqdm(total=len(tasks), desc=f"explore it{it}", unit="scenario")
                 for k, fut in run_each(self.executor, _explore_worker, tasks):
                     scn = pending[k]
@@ -490,9 +447,10 @@ class ActiveLearningDriver:
                         raise ConfigError(f"exploration of {scn.id} failed on its input: {exc}") from exc
                     except Exception as exc:  # a crashed MD (numerical, LAMMPS, dead worker) counts as unstable
                         log.error("exploration of %s crashed: %s: %s", scn.id, type(exc).__name__, exc)
-                        r = {"id": scn.id, "temperature": scn.temperature, "stable": False, "steps_done": 0,
-                             "steps_total": int(cfg.explore_steps or scn.steps), "max_gamma": None, "crashed": True,
-                             "stop_reason": f"crash: {type(exc).__name__}: {exc}", "seconds": 0.0, "collected": []}
+                        r = ExploreOutcome(id=scn.id, temperature=float(scn.temperature), stable=False, steps_done=0,
+                                           steps_total=int(cfg.explore_steps or scn.steps), max_gamma=None,
+                                           crashed=True, stop_reason=f"crash: {type(exc).__name__}: {exc}",
+                                           ).to_record() | {"collected": []}
                     collected = r.pop("collected")
                     kept = [a for a in collected if min_distance(a) >= cfg.min_candidate_distance]
                     r["dropped"] = len(collected) - len(kept)
@@ -544,25 +502,15 @@ class ActiveLearningDriver:
         cand = [c for c in dict.fromkeys(cand) if c in new]
         chosen: list[int] = []
         if cand:
+            from alkit.backend import SelectionContext
+
             with self._stage(it, "select", wall):
                 structures = self.store.atoms(cand)
-                if cfg.reselection == "direct":
-                    X = np.asarray(self._encoder().transform(structures), dtype=np.float32)
-                    # add_structures fills in the features of structures already stored (same hash)
-                    self.store.add_structures(structures, source="al", iteration=it, features=X)
-                    idx = self._sampler().select(X, budget=cfg.al_budget)
-                else:
-                    from alkit.mtp.grade import ActiveSet, select_add
-
-                    d = self.iter_dir(it)
-                    active = ActiveSet.load(d / "state.als", mtp_path=d / "pot.mtp")
-                    idx = list(select_add(active, structures, max_add=cfg.al_budget))
-                    # frames from before a physical blow-up may grade <= 1 (an interpolation error): MaxVol alone
-                    # would never pick them and the campaign would stall; they are labelled within the budget
-                    extra = [i for i, a in enumerate(structures) if a.info.get("before_blowup") and i not in idx]
-                    idx += extra[: max(0, cfg.al_budget - len(idx))]
+                context = SelectionContext(iteration=it, model_dir=self.iter_dir(it), backend=self.backend,
+                                           features=self._features, sampler=self._sampler)
+                idx = self.selector.select(structures, cfg.al_budget, context)
                 chosen = [cand[int(i)] for i in idx]
-                self.store.mark_selected(chosen, iteration=it + 1, reason=f"al-{cfg.reselection}")
+                self.store.mark_selected(chosen, iteration=it + 1, reason=f"al-{self.selector.name}")
         log.info("iteration %d: %d extrapolative candidates, %d selected for labelling", it, len(cand), len(chosen))
         self._mark(f"reselect:{it}", len(chosen))
         return len(chosen)

@@ -381,6 +381,8 @@ class M3GNetEncoder(_MatglEncoder):
     progress: show a tqdm bar over batches.
     """
 
+    pretrained = EFORM_MODEL  # the weights alkit.encode.check_encoder looks for
+
     _dim = 128
 
     def __init__(self, model_dir=None, model_name: str = EFORM_MODEL, batch_size: int = 32, cache_dir=None,
@@ -410,6 +412,8 @@ class MEGNetEncoder(_MatglEncoder):
 
     Captured with a forward pre-hook on the output MLP (MEGNet.forward does not return its intermediate vector).
     """
+
+    pretrained = MEGNET_EFORM_MODEL
 
     _dim = 160
 
@@ -592,12 +596,37 @@ ENCODERS: dict[str, type] = {
 }
 
 
-def get_encoder(name: str, **kw):
-    """Build an encoder by name: ``"m3gnet"`` (128-D), ``"megnet"`` (160-D) or ``"local"`` (model-free)."""
+def register_encoder(name: str, cls: type) -> None:
+    """Make ``ALConfig(encoder=name)`` (and ``alkit encode --encoder name``) use ``cls``: a scikit-learn style
+    transformer ``list[Atoms] -> (N, d)``. A class attribute ``pretrained`` (the weights' directory name) marks one
+    that loads pretrained weights from the model directory: they are checked before any work, and ``model_dir`` is
+    passed to its constructor."""
+    ENCODERS[str(name).lower()] = cls
+
+
+def encoder_class(name: str) -> type:
     try:
-        cls = ENCODERS[str(name).lower()]
+        return ENCODERS[str(name).lower()]
     except KeyError:
         raise ConfigError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}") from None
+
+
+def check_encoder(name: str, model_dir: str | os.PathLike | None = None) -> None:
+    """Fail now, not after hours of pool MD, when the encoder is unknown or its pretrained weights are missing."""
+    from alkit.config import model_path
+
+    cls = encoder_class(name)
+    weights = getattr(cls, "pretrained", None)
+    if isinstance(weights, str):
+        model_path(weights, model_dir)
+
+
+def get_encoder(name: str, model_dir: str | os.PathLike | None = None, **kw):
+    """Build an encoder by name: ``"m3gnet"`` (128-D), ``"megnet"`` (160-D) or ``"local"`` (model-free).
+    ``model_dir`` goes to the encoders that load pretrained weights (those with a ``pretrained`` name)."""
+    cls = encoder_class(name)
+    if isinstance(getattr(cls, "pretrained", None), str):
+        kw["model_dir"] = model_dir
     try:
         return cls(**kw)
     except TypeError as exc:

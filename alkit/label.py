@@ -616,34 +616,47 @@ def _vasp_spec_only_class():
 # --------------------------------------------------------------------------------------------------------------------
 # Factory
 # --------------------------------------------------------------------------------------------------------------------
-LABELLERS = ("chgnet", "gpaw", "gpaw-cheap", "vasp", "module:Name")
+def _gpaw(preset: str):
+    def factory(**kwargs) -> "GPAWLabeller":
+        return GPAWLabeller(**{**kwargs, "preset": preset})
+
+    return factory
+
+
+#: Labeller factories by name (ASE's ``register_calculator_class`` pattern): ``factory(**labeller_kwargs)``.
+LABELLERS: dict[str, Callable[..., Labeller]] = {
+    "chgnet": lambda **kw: CHGNetLabeller(**kw),
+    "gpaw": lambda **kw: GPAWLabeller(**{"preset": "paper", **kw}),
+    **{f"gpaw-{p}": _gpaw(p) for p in GPAW_PRESETS},
+    "vasp": lambda **kw: VaspLabeller(**kw),
+}
+
+
+def register_labeller(name: str, factory: Callable[..., Labeller]) -> None:
+    """Make ``ALConfig(labeller=name)`` and ``--labeller name`` build ``factory(**labeller_kwargs)``: a
+    :class:`Labeller`. Any ASE calculator also works without registering, as ``"module:ClassName"``."""
+    LABELLERS[str(name).lower()] = factory
 
 
 def make_labeller(name: str, **kwargs) -> Labeller:
-    """A labeller by name: ``"chgnet"``, ``"gpaw"`` (paper preset), ``"gpaw-cheap"``, ``"vasp"`` or an ASE
-    calculator by import path ``"module:Name"`` (``kwargs`` go to its constructor)."""
+    """A labeller by registered name (``"chgnet"``, ``"gpaw"`` (paper preset), ``"gpaw-<preset>"``, ``"vasp"``, or
+    any added with :func:`register_labeller`) or an ASE calculator by import path ``"module:Name"`` (``kwargs``
+    go to its constructor)."""
     if not isinstance(name, str) or not name:
         raise ConfigError(f"labeller name must be a non-empty string, got {name!r}")
-    key = name.lower()
-    try:
-        if key == "chgnet":
-            return CHGNetLabeller(**kwargs)
-        if key == "gpaw":
-            return GPAWLabeller(**{"preset": "paper", **kwargs})
-        if key.startswith("gpaw-"):
-            preset = key[len("gpaw-"):]
-            if preset not in GPAW_PRESETS:
-                raise ConfigError(f"unknown GPAW preset {preset!r} in labeller {name!r}: use one of {sorted(GPAW_PRESETS)}")
-            return GPAWLabeller(**{**kwargs, "preset": preset})
-        if key == "vasp":
-            return VaspLabeller(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"bad option for labeller {name!r}: {exc}") from exc
+    factory = LABELLERS.get(name.lower())
+    if factory is not None:
+        try:
+            return factory(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"bad option for labeller {name!r}: {exc}") from exc
+    if name.lower().startswith("gpaw-"):
+        raise ConfigError(f"unknown GPAW preset {name[5:]!r} in labeller {name!r}: use one of {sorted(GPAW_PRESETS)}")
     if ":" in name:
         lab = CalculatorLabeller(spec=name, kwargs=dict(kwargs))
         lab.check()
         return lab
-    raise ConfigError(f"unknown labeller {name!r}: use one of {', '.join(LABELLERS)}")
+    raise ConfigError(f"unknown labeller {name!r}: use one of {', '.join(sorted(LABELLERS))}, or module:Name")
 
 
 # --------------------------------------------------------------------------------------------------------------------

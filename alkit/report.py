@@ -17,6 +17,7 @@ import html
 import logging
 import math
 import os
+import sqlite3
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from alkit.errors import InputError
+from alkit.errors import ConfigError, InputError
 from alkit.events import EVENTS_FILE, read_events
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ MAX_BOX_POINTS = 5000
 STAGE_ORDER = ("pool", "encode", "direct", "label", "fit", "explore", "select")
 #: Stages that run once before the loop (the driver logs them under iteration 0): drawn as their own "setup" bar.
 SETUP_STAGES = ("pool", "encode", "direct")
-#: The driver records a crashed or blown-up MD as max_gamma 1e30; anything this large is "blew up", not a grade.
-BLOWUP_GAMMA = 1e20
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -121,28 +120,19 @@ def _load_pcs(path: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
 
 
 def store_counts(run_dir: str | os.PathLike) -> dict[str, int] | None:
-    """Structures per status in ``run_dir/store.sqlite`` (read-only; None when absent, locked or of another schema).
+    """Structures per status in the run's store, read through :class:`RunStore` read-only (None when absent,
+    locked or of another schema). Optional extra: every figure comes from the event log alone."""
+    from alkit.store import DB_NAME, RunStore
 
-    Optional extra: every figure comes from the event log alone.
-    """
-    import sqlite3
-
-    f = Path(run_dir) / "store.sqlite"
+    f = Path(run_dir) / DB_NAME
     if not f.is_file():
         return None
     try:
-        # A store no writer has open has no -wal file: read it as immutable so that even SQLite's -shm/-wal files
-        # are not created in the run directory. With a writer active, a plain read-only connection shares its WAL.
-        live = Path(f"{f}-wal").exists()
-        con = sqlite3.connect(f"{f.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}", uri=True, timeout=2.0)
-        try:
-            rows = con.execute("SELECT status, COUNT(*) FROM structures GROUP BY status").fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
+        with RunStore(f, readonly=True) as st:
+            return st.counts_by_status()
+    except (ConfigError, sqlite3.Error) as exc:
         log.debug("store counts unavailable for %s: %s", f, exc)
         return None
-    return {str(k): int(v) for k, v in rows}
 
 
 def load_run(run_dir: str | os.PathLike) -> RunData:
@@ -230,10 +220,10 @@ def _all_stable(run: RunData, it: int) -> bool:
 
 
 def gamma_break(run: RunData) -> float:
-    for key in ("gamma_break", "gamma_max", "gamma_threshold", "gamma_hi"):
-        v = run.config.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-            return float(v)
+    """The campaign's ``gamma_break`` (its configuration, as the driver logged it in ``run_started``)."""
+    v = run.config.get("gamma_break")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+        return float(v)
     return DEFAULT_GAMMA_BREAK
 
 
@@ -448,9 +438,11 @@ def chart_gamma(run: RunData) -> Chart | None:
         rec = run.explores[it]
         for sc in rec.get("scenarios") or []:
             g, t = _gamma_value(sc.get("max_gamma")), _temperature(sc.get("temperature"))
+            if g is None and sc.get("crashed"):
+                g = math.inf  # a crashed MD (an explicit record, no grade): drawn at the ceiling, not dropped
             if g is None or t is None:
                 continue
-            n_inf += g >= BLOWUP_GAMMA  # a blown-up MD: drawn at a ceiling above every real grade, not dropped
+            n_inf += math.isinf(g)
             name = temperature_label(t)
             temps[name] = t
             xs, ys = groups.setdefault(name, ([], []))
@@ -459,16 +451,16 @@ def chart_gamma(run: RunData) -> Chart | None:
         for g in rec.get("gammas") or []:
             g = _gamma_value(g)
             if g is not None:
-                n_inf += g >= BLOWUP_GAMMA
+                n_inf += math.isinf(g)
                 xs, ys = groups.setdefault("collected structures", ([], []))
                 xs.append(it)
                 ys.append(g)
     if not groups:
         return None
-    finite = [g for _, ys in groups.values() for g in ys if g < BLOWUP_GAMMA]
+    finite = [g for _, ys in groups.values() for g in ys if math.isfinite(g)]
     ceiling = 10.0 ** math.ceil(math.log10(max(finite + [gb]) * 2.0))
     for _, ys in groups.values():
-        ys[:] = [g if g < BLOWUP_GAMMA else ceiling for g in ys]
+        ys[:] = [g if math.isfinite(g) else ceiling for g in ys]
     colors = temperature_colors(temps.values())
     order = sorted(groups, key=lambda n: (n not in temps, temps.get(n, 0.0)))
     series = [Series(n, "box", *groups[n], color=colors.get(temps.get(n), "#555555"),
@@ -481,7 +473,7 @@ def chart_gamma(run: RunData) -> Chart | None:
     if "collected structures" in groups:
         cap += " Grey: γ of every structure collected for selection."
     if n_inf:
-        cap += f" {n_inf} MD runs blew up or crashed (γ infinite): drawn at {ceiling:g}."
+        cap += f" {n_inf} MD runs crashed or reached an infinite γ: drawn at {ceiling:g}."
     n_boxes = len(series) * len({x for s_ in series for x in s_.x})
     return Chart("gamma", "Extrapolation grade distribution per iteration", [panel], cap,
                  png_width=min(16.0, max(6.4, 0.3 * n_boxes)))

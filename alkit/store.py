@@ -31,7 +31,7 @@ from alkit._util import json_default
 from alkit.errors import ConfigError, InputError
 from alkit.io import structure_hash, to_atoms
 
-DB_NAME = "alkit.sqlite"
+DB_NAME = "store.sqlite"  # the driver's RUN_DIR/store.sqlite
 SCHEMA_VERSION = 1
 SOURCES = ("pool", "seed", "al", "scratch")
 STATUSES = ("new", "selected", "labelled", "failed")
@@ -91,15 +91,22 @@ def _dumps(value: Any, what: str) -> str:
 
 
 class RunStore:
-    """The campaign database. ``path`` is the run directory (the file ``alkit.sqlite`` inside it is used; the
+    """The campaign database. ``path`` is the run directory (the file ``store.sqlite`` inside it is used; the
     directory is created) or a database file path ending in ``.sqlite``/``.sqlite3``/``.db``.
+
+    ``readonly=True`` (reports, dashboards): nothing is created or written, not even SQLite's ``-wal``/``-shm``
+    files when no writer has the store open; ``ConfigError`` when the file is missing or not an alkit store.
 
     One connection per process; use it from one thread. :meth:`close` (or ``with RunStore(...)``) when done.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, readonly: bool = False):
         path = Path(path)
         self.path = path if path.suffix in (".sqlite", ".sqlite3", ".db") else path / DB_NAME
+        self.readonly = bool(readonly)
+        if self.readonly:
+            self._open_readonly()
+            return
         directory = self.path.parent
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -131,6 +138,29 @@ class RunStore:
             if "readonly" in str(exc) or "read-only" in str(exc) or "unable to open" in str(exc):
                 raise ConfigError(f"the run directory {directory} is not writable: {exc}") from exc
             raise ConfigError(f"{self.path} is not an alkit run database: {exc}") from exc
+
+    def _open_readonly(self) -> None:
+        if not self.path.is_file():
+            raise ConfigError(f"no run database at {self.path}")
+        # A store no writer has open has no -wal file: read it as immutable so that not even SQLite's -shm/-wal
+        # files appear in the run directory. With a writer active, a read-only connection shares its WAL.
+        live = Path(f"{self.path}-wal").exists()
+        uri = f"{self.path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
+        try:
+            self._conn = sqlite3.connect(uri, uri=True, timeout=2.0, isolation_level=None)
+            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.Error as exc:
+            if getattr(self, "_conn", None) is not None:
+                self._conn.close()
+            raise ConfigError(f"{self.path} is not a readable alkit run database: {exc}") from exc
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            self._conn.close()
+            raise ConfigError(f"run database {self.path} has schema version {row and row[0]}, this alkit reads "
+                              f"{SCHEMA_VERSION}")
+
+    def counts_by_status(self) -> dict[str, int]:
+        """Structures per status (``new``, ``selected``, ``labelled``, ``failed``)."""
+        return {str(k): int(v) for k, v in self._query("SELECT status, COUNT(*) FROM structures GROUP BY status")}
 
     # -- plumbing -------------------------------------------------------------------------------------------------
     class _Tx:

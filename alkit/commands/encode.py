@@ -8,7 +8,7 @@ from pathlib import Path
 def _encode(args) -> int:
     import numpy as np
 
-    from alkit.encode import encode, get_encoder
+    from alkit.encode import encoder_class, encode, get_encoder
     from alkit.errors import ConfigError
     from alkit.io import read_structures
 
@@ -21,7 +21,7 @@ def _encode(args) -> int:
     structures = read_structures(args.structures, index=args.index)
     t_read = time.perf_counter() - t0
     kw: dict = {"cache_dir": args.cache_dir, "batch_size": args.batch_size, "progress": not args.quiet}
-    if args.encoder in ("m3gnet", "megnet"):
+    if isinstance(getattr(encoder_class(args.encoder), "pretrained", None), str):  # a pretrained-model encoder
         kw.update(model_dir=args.model_dir, n_threads=args.threads)
     elif args.species:
         kw["species"] = args.species
@@ -49,7 +49,7 @@ def register(sub) -> None:
     )
     p.add_argument("structures", nargs="+", help="structure files")
     p.add_argument("--out", required=True, help="output .npy file")
-    p.add_argument("--encoder", choices=("m3gnet", "megnet", "local"), default="m3gnet",
+    p.add_argument("--encoder", default="m3gnet",  # any registered encoder (checked by get_encoder)
                    help="m3gnet: 128-D M3GNet-MP-2018.6.1-Eform readout (default); megnet: 160-D MEGNet readout; "
                         "local: model-free radial descriptors")
     p.add_argument("--batch-size", type=int, default=None, help="structures per forward pass (default 32)")

@@ -15,8 +15,6 @@ Engines:
 """
 from __future__ import annotations
 
-import heapq
-from collections import deque
 import logging
 import os
 import time
@@ -28,6 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from alkit.errors import ConfigError, InputError
+from alkit.explore import GammaMonitor  # noqa: F401 (re-exported: the LAMMPS engine and tests use it from here)
 from alkit.mtp.engine import MTPCalculator
 from alkit.mtp.grade import (
     NEIGHBORHOOD,
@@ -62,94 +61,6 @@ class ExploreResult:
     seconds: float = 0.0
     engine: str = "ase"
     graded_steps: int = 0
-
-
-# --------------------------------------------------------------------------------------------------------------
-# collection of extrapolative structures (shared by both engines)
-# --------------------------------------------------------------------------------------------------------------
-BLOWUP_LOOKBACK = 20  # graded frames kept to collect one from before a physical blow-up
-
-
-class GammaMonitor:
-    """Collects structures with gamma > gamma_select (keeping the ``max_collect`` most extrapolative) and says when
-    gamma > gamma_break."""
-
-    def __init__(self, gamma_select: float, gamma_break: float, max_collect: int, scenario_id: str | None) -> None:
-        self.gamma_select = float(gamma_select)
-        self.gamma_break = float(gamma_break)
-        self.max_collect = int(max_collect)
-        self.scenario_id = scenario_id
-        self.max_gamma = 0.0
-        self.graded = 0
-        self._heap: list[tuple[float, int, Atoms]] = []
-        self.break_step: int | None = None
-        self._recent: deque = deque(maxlen=BLOWUP_LOOKBACK)
-
-    def observe(self, step: int, atoms: Atoms, gamma: float, gammas: np.ndarray, energy: float | None = None) -> bool:
-        """Record a graded frame; True if the run must stop (gamma > gamma_break)."""
-        self.graded += 1
-        gamma = float(gamma) if np.isfinite(gamma) else float("inf")
-        self.max_gamma = max(self.max_gamma, gamma)
-        if self.max_collect > 0:
-            self._recent.append((step, atoms.positions.copy(), atoms.cell.array.copy(), gamma, np.array(gammas)))
-        if gamma > self.gamma_select and self.max_collect > 0:
-            frame = self._frame(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, step, gamma, gammas)
-            if energy is not None and np.isfinite(energy):
-                frame.info["mtp_energy"] = float(energy)
-            item = (gamma, int(step), frame)
-            if len(self._heap) < self.max_collect:
-                heapq.heappush(self._heap, item)
-            elif gamma > self._heap[0][0]:
-                heapq.heapreplace(self._heap, item)
-        if gamma > self.gamma_break:
-            self.break_step = int(step)
-            return True
-        return False
-
-    def remember(self, step: int, atoms: Atoms, gamma: float) -> None:
-        """Keep a frame (positions and cell) for :meth:`collect_before_blowup` without grading it here (engines
-        that grade inside their MD code, such as the LAMMPS plugin)."""
-        if self.max_collect > 0:
-            self._recent.append((step, atoms.positions.copy(), atoms.cell.array.copy(), float(gamma),
-                                 np.full(len(atoms), float(gamma))))
-
-    def note_run(self, max_gamma: float, graded: int) -> None:
-        """Fold in the maximum grade and the number of graded frames of a run graded elsewhere."""
-        if np.isfinite(max_gamma):
-            self.max_gamma = max(self.max_gamma, float(max_gamma))
-        else:
-            self.max_gamma = float("inf")
-        self.graded += int(graded)
-
-    def _frame(self, numbers, positions, cell, pbc, step, gamma, gammas) -> Atoms:
-        frame = Atoms(numbers=np.array(numbers), positions=np.array(positions), cell=np.array(cell), pbc=np.array(pbc))
-        frame.info.update({"gamma": float(gamma), "step": int(step)})
-        if self.scenario_id is not None:
-            frame.info["scenario_id"] = self.scenario_id
-        frame.arrays["gamma"] = np.asarray(gammas, dtype=float).copy()
-        return frame
-
-    def collect_before_blowup(self, atoms: Atoms) -> None:
-        """After a physical blow-up (runaway temperature, collapse) *inside* the grade's trust region, collect one
-        of the last ``BLOWUP_LOOKBACK`` graded frames: the potential is wrong there although gamma is low
-        (an interpolation error), and only data from that trajectory can fix it. Without this, AL stalls: on the
-        quick Ti-H preset 13 of 31 scenarios blew up at gamma <= 2.1 and left nothing to learn from."""
-        if not self._recent or self.max_collect < 1:
-            return
-        # The middle of the buffer: ~BLOWUP_LOOKBACK/2 steps before the blow-up on a long run, and not the
-        # (already known) starting structure when the run blew up within its first steps.
-        step, pos, cell, gamma, gammas = self._recent[len(self._recent) // 2]
-        frame = self._frame(atoms.numbers, pos, cell, atoms.pbc, step, gamma, gammas)
-        frame.info["before_blowup"] = True
-        item = (max(float(gamma), self.gamma_select), int(step), frame)
-        if len(self._heap) < self.max_collect:
-            heapq.heappush(self._heap, item)
-        else:
-            heapq.heapreplace(self._heap, item)
-
-    @property
-    def collected(self) -> list[Atoms]:
-        return [frame for _, _, frame in sorted(self._heap, key=lambda t: t[1])]
 
 
 # --------------------------------------------------------------------------------------------------------------
