@@ -539,24 +539,24 @@ class ActiveLearningDriver:
 def run_status(run_dir: str | os.PathLike) -> dict:
     """A summary of where a campaign stands, from its event log and store (works while it runs)."""
     from alkit.errors import InputError
-    from alkit.events import iter_events
+    from alkit.events import Explore, IterationDone, RunFinished, RunReopened, iter_events, parse
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise InputError(f"{run_dir} is not an alkit run directory (no config.json)")
     cfg = json.loads((run_dir / "config.json").read_text())
-    iters: dict[int, dict] = {}  # the last record of each iteration (a resumed run may write one again)
-    explores: dict[int, dict] = {}
-    finished = None
+    iters: dict[int, IterationDone] = {}  # the last record of each iteration (a resumed run may write one again)
+    explores: dict[int, Explore] = {}
+    finished: RunFinished | None = None
     for e in iter_events(run_dir):
-        kind = e.get("event")
-        if kind == "iteration_done":
-            iters[int(e.get("iteration", -1))] = e
-        elif kind == "explore":
-            explores[int(e.get("iteration", -1))] = e
-        elif kind == "run_finished":
-            finished = e
-        elif kind == "run_reopened":
+        rec = parse(e)
+        if isinstance(rec, IterationDone):
+            iters[int(rec.iteration)] = rec
+        elif isinstance(rec, Explore):
+            explores[int(rec.iteration)] = rec
+        elif isinstance(rec, RunFinished):
+            finished = rec
+        elif isinstance(rec, RunReopened):
             finished = None  # extended past its old end: the earlier outcome no longer holds
     walls: dict[int, float] = {}
     out: dict[str, Any] = {
@@ -566,8 +566,8 @@ def run_status(run_dir: str | os.PathLike) -> dict:
         "n_scenarios": len(cfg.get("scenarios", [])),
         "iterations_done": len(iters),
         "finished": finished is not None,
-        "converged": bool(finished and finished.get("converged")),
-        "reason": finished.get("reason") if finished else None,
+        "converged": bool(finished and finished.converged),
+        "reason": finished.reason if finished else None,
     }
     if (run_dir / "store.sqlite").exists():
         from alkit.store import RunStore
@@ -592,15 +592,15 @@ def run_status(run_dir: str | os.PathLike) -> dict:
                                                                     for r in rows),
                                 "running": sum(r.get("status") == "partial" for r in rows)}
     out["iterations"] = [
-        {k: e.get(k) for k in ("iteration", "n_stable", "n_scenarios", "stable_by_temperature",
-                               "labels_cumulative", "failed_cumulative", "max_gamma")}
-        | {"wall_s": walls.get(it, round(sum((e.get("wall") or {}).values()), 1))}
+        {k: getattr(e, k) for k in ("iteration", "n_stable", "n_scenarios", "stable_by_temperature",
+                                    "labels_cumulative", "failed_cumulative", "max_gamma")}
+        | {"wall_s": walls.get(it, round(sum((e.wall or {}).values()), 1))}
         for it, e in sorted(iters.items())
     ]
     if explores:
         last = explores[max(explores)]
         out["unstable"] = [{k: sc.get(k) for k in ("id", "temperature", "steps_done", "steps_total", "stop_reason")}
-                           for sc in last.get("scenarios") or [] if not sc.get("stable")]
+                           for sc in last.scenarios or [] if not sc.get("stable")]
         out["unstable_iteration"] = max(explores)
     return out
 

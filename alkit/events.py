@@ -1,23 +1,9 @@
 """The run's JSON-lines event log: one JSON object per line, appended and fsynced, read by dashboards.
 
-Every record has ``time`` (Unix seconds), ``event`` (a name below) and event-specific fields. Event names and
-their fields, as written by the driver:
-
-- ``run_started``: mode ("direct" | "scratch"), recipe, preset, config (dict)
-- ``pool_built``: n_structures, n_scenarios, seconds
-- ``direct_fitted``: n_pcs, explained_variance (list), coverage (list, per PC), n_clusters, k
-- ``stage``: iteration, stage ("pool" | "encode" | "direct" | "label" | "fit" | "explore" | "select"), seconds
-- ``labels``: iteration, added, cumulative, failed, failed_cumulative
-- ``fit``: iteration, n_train, n_valid, train {energy_rmse, energy_mae (meV/atom), force_rmse, force_mae (eV/Å),
-  stress_rmse, stress_mae (GPa)}, valid {same keys}
-- ``explore``: iteration, scenarios: list of {id, temperature, stable, steps_done, steps_total, max_gamma},
-  n_collected
-- ``iteration_done``: iteration, n_stable, n_scenarios, stable_by_temperature {T: fraction},
-  labels_cumulative, failed_cumulative, wall {stage: seconds}
-- ``run_finished``: converged (bool), iterations, reason, labels_cumulative
-- ``run_reopened``: previous (the earlier finished record), max_iterations: a finished run extended by a larger
-  ``max_iterations``; its earlier ``run_finished`` no longer holds
-- ``config_changed``: changes (list of [field, stored, new]) of the fields that may change on a resume
+Every record has ``time`` (Unix seconds), ``event`` (a name of :data:`SCHEMA`) and that event's fields. The
+schema below is the one definition of the records: :meth:`EventLog.emit` refuses an unknown event, a missing field
+or an unexpected one (a programming error, raised before anything is written), and readers (status, report,
+compare) parse records with :func:`parse`, which fills fields an older log lacks with their defaults.
 
 Readers take the last complete record of each kind (a resumed run may write a record again).
 """
@@ -28,10 +14,154 @@ import os
 import time
 from pathlib import Path
 
-from alkit._util import json_default
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Iterator
 
+from alkit._util import json_default
+
 EVENTS_FILE = "events.jsonl"
+
+
+@dataclass
+class RunStarted:
+    """The campaign (re)starts: its mode, recipe/preset and the whole configuration."""
+
+    mode: str
+    name: str | None = None
+    recipe: str | None = None
+    preset: str | None = None
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class ConfigChanged:
+    """A resume changed fields that may change (:data:`alkit.campaign.SAFE_TO_CHANGE`): [field, stored, new]."""
+
+    changes: list
+
+
+@dataclass
+class RunReopened:
+    """A finished run extended by a larger ``max_iterations``: its earlier ``run_finished`` no longer holds."""
+
+    previous: dict | None
+    max_iterations: int
+
+
+@dataclass
+class PoolBuilt:
+    n_structures: int
+    n_scenarios: int
+    seconds: float
+
+
+@dataclass
+class DirectFitted:
+    """The DIRECT sampler: retained PCs, their explained variance, the seed set's coverage per PC."""
+
+    n_pcs: int
+    explained_variance: list
+    coverage: list
+    n_clusters: int
+    k: int
+    n_selected: int | None = None
+
+
+@dataclass
+class Stage:
+    """One stage's wall time: pool, encode, direct, label, fit, explore, select."""
+
+    iteration: int
+    stage: str
+    seconds: float
+
+
+@dataclass
+class Labels:
+    iteration: int
+    added: int
+    cumulative: int
+    failed: int
+    failed_cumulative: int
+
+
+@dataclass
+class Fit:
+    """A fitted potential: metrics on training and validation sets (energies meV/atom, forces eV/Å, stress GPa)
+    and the optimiser's iterations and stop reason."""
+
+    iteration: int
+    n_train: int
+    n_valid: int
+    train: dict
+    valid: dict | None = None
+    seconds: float = 0.0
+    fit_iterations: int | None = None
+    fit_stopped: str | None = None
+
+
+@dataclass
+class Explore:
+    """Every scenario's outcome (``alkit.backend.ExploreOutcome.to_record`` without the structures; ``crashed``
+    marks a run that raised, with ``max_gamma`` None) and the grades of the collected candidates."""
+
+    iteration: int
+    scenarios: list
+    gammas: list = field(default_factory=list)
+    n_collected: int = 0
+
+
+@dataclass
+class IterationDone:
+    iteration: int
+    n_stable: int
+    n_scenarios: int
+    stable_by_temperature: dict
+    labels_cumulative: int
+    failed_cumulative: int = 0
+    wall: dict = field(default_factory=dict)
+    max_gamma: float | None = None
+
+
+@dataclass
+class RunFinished:
+    converged: bool
+    iterations: int
+    reason: str
+    labels_cumulative: int | None = None
+
+
+#: Event name -> record type: the one schema of the log.
+SCHEMA: dict[str, type] = {
+    "run_started": RunStarted, "config_changed": ConfigChanged, "run_reopened": RunReopened,
+    "pool_built": PoolBuilt, "direct_fitted": DirectFitted, "stage": Stage, "labels": Labels, "fit": Fit,
+    "explore": Explore, "iteration_done": IterationDone, "run_finished": RunFinished,
+}
+
+
+def check_record(event: str, record: dict) -> None:
+    """Raise ``ValueError`` when ``record`` (without time/event) does not match the schema of ``event``."""
+    cls = SCHEMA.get(event)
+    if cls is None:
+        raise ValueError(f"unknown event {event!r}; the schema has {sorted(SCHEMA)}")
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    missing, extra = required - set(record), set(record) - names
+    if missing or extra:
+        raise ValueError(f"event {event!r}: missing fields {sorted(missing)}, unexpected fields {sorted(extra)}")
+
+
+def parse(record: dict) -> Any:
+    """The typed record (a dataclass of :data:`SCHEMA`) of a log line; None for an unknown event. Fields an
+    older log lacks take their defaults; fields a newer one adds are ignored."""
+    cls = SCHEMA.get(record.get("event"))
+    if cls is None:
+        return None
+    kw = {f.name: record[f.name] for f in fields(cls) if f.name in record}
+    try:
+        return cls(**kw)
+    except TypeError:  # a required field is missing: not a record this alkit can read
+        return None
 
 
 class EventLog:
@@ -40,8 +170,9 @@ class EventLog:
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / EVENTS_FILE
 
-    def emit(self, event: str, **fields: Any) -> dict:
-        record = {"time": time.time(), "event": event, **fields}
+    def emit(self, event: str, **values: Any) -> dict:
+        check_record(event, values)
+        record = {"time": time.time(), "event": event, **values}
         line = json.dumps(record, default=json_default)
         with open(self.path, "a+b") as fh:
             # A kill during a write leaves a torn last line; end it first, or this record would be glued to the

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from alkit.errors import ConfigError, InputError
-from alkit.events import EVENTS_FILE, read_events
+from alkit.events import EVENTS_FILE, parse, read_events
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
     run = RunData(path=path, name=path.resolve().name, events=events)
     per_iter = {"labels": run.labels, "fit": run.fits, "explore": run.explores, "iteration_done": run.done}
     for rec in events:
+        if parse(rec) is None:  # not a record of the schema (alkit.events.SCHEMA): skipped, as a torn line is
+            continue
         ev = rec.get("event")
         if ev == "run_started":
             run.started = rec  # a resumed run restarts: the last one wins

@@ -181,3 +181,24 @@ def test_backend_settings_are_checked_before_any_work(toy_registered, tmp_path):
     with pytest.raises(ConfigError, match="reselect = 'maxvol' needs the MTP backend"):
         ActiveLearningDriver(_cu_config(reselect="maxvol"), tmp_path / "c").run()
     assert not (tmp_path / "a" / "store.sqlite").exists()
+
+
+def test_event_schema_is_enforced_by_the_emitter_and_used_by_readers(tmp_path):
+    """One schema (alkit.events.SCHEMA): emit refuses unknown events and wrong fields before writing; parse gives
+    typed records, with defaults for fields an older log lacks."""
+    from alkit.events import SCHEMA, EventLog, IterationDone, parse, read_events
+
+    log = EventLog(tmp_path)
+    with pytest.raises(ValueError, match="unknown event 'iteration_finished'"):
+        log.emit("iteration_finished", iteration=0)
+    with pytest.raises(ValueError, match=r"missing fields \['n_scenarios'"):
+        log.emit("iteration_done", iteration=0, n_stable=1, stable_by_temperature={}, labels_cumulative=3)
+    with pytest.raises(ValueError, match=r"unexpected fields \['n_stabel'\]"):
+        log.emit("run_finished", converged=True, iterations=1, reason="x", n_stabel=3)
+    assert not (tmp_path / "events.jsonl").exists()
+    log.emit("iteration_done", iteration=0, n_stable=1, n_scenarios=2, stable_by_temperature={"300": 0.5},
+             labels_cumulative=3)
+    rec = parse(read_events(tmp_path)[0])
+    assert isinstance(rec, IterationDone) and rec.n_scenarios == 2 and rec.max_gamma is None and rec.wall == {}
+    assert parse({"event": "something_else"}) is None
+    assert set(SCHEMA) >= {"run_started", "fit", "explore", "iteration_done", "run_finished", "run_reopened"}
