@@ -17,14 +17,15 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 from alkit.errors import ConfigError
-from alkit.scenarios import Scenario, check_unique_ids
+from alkit._util import species_symbols
+from alkit.scenarios import Scenario, check_scenario_set
 
 MODES = ("direct", "scratch")
 RESELECT = ("direct", "maxvol")
 #: Fields that may differ between the stored configuration and a resume: they change how (or how long) the work is
 #: done, never what it produces.
 SAFE_TO_CHANGE = frozenset({"max_iterations", "n_workers", "executor", "dask_address", "label_timeout", "model_dir",
-                            "fit_threads"})
+                            "fit_threads", "post_validation"})
 
 
 @dataclass
@@ -84,6 +85,8 @@ class ALConfig:
     min_candidate_distance: float = 0.5
     reselect: str | None = None  # a registered selector ("direct" | "maxvol" built in); default: direct in direct mode, maxvol from scratch
     max_iterations: int = 10
+    # after the loop: alkit.validate.validate_run with the recipe's validation(preset) spec
+    post_validation: bool = False
     # execution
     executor: str = "process"
     n_workers: int = 2
@@ -114,16 +117,11 @@ class ALConfig:
         _one_of(self, "mode", MODES)
         if self.reselect is not None:
             _one_of(self, "reselect", tuple(selector_names()))
-        _species(self)
-        if not self.scenarios:
-            raise ConfigError("ALConfig.scenarios: the scenario list is empty: nothing to explore")
-        check_unique_ids(self.scenarios)
-        for scn in list(self.scenarios) + list(self.pool_scenarios or []):
-            if not isinstance(scn, Scenario):
-                raise ConfigError(f"ALConfig.scenarios holds a {type(scn).__name__}, not a Scenario")
-            extra = sorted(set(scn.atoms.get_chemical_symbols()) - set(self.species))
-            if extra:
-                raise ConfigError(f"scenario {scn.id!r} contains element(s) {extra} not in species {list(self.species)}")
+        if isinstance(self.species, str) or not self.species:
+            _bad(self, "species", "must be a non-empty list of element symbols")
+        species_symbols(self.species, ConfigError, "ALConfig.species")
+        check_scenario_set(self.scenarios, self.species, "ALConfig.scenarios")
+        check_scenario_set(self.pool_scenarios or [], self.species, "ALConfig.pool_scenarios", allow_empty=True)
         _string(self, "name")
         _string(self, "pool_potential")
         _int(self, "pool_per_trajectory", 1, optional=True)
@@ -152,6 +150,8 @@ class ALConfig:
         _number(self, "min_candidate_distance", 0.0)
         make_selector(self.reselection).check(backend, self.needs_sampler)
         _int(self, "max_iterations", 1)
+        if not isinstance(self.post_validation, bool):
+            _bad(self, "post_validation", "must be True or False")
         _one_of(self, "executor", EXECUTORS)
         _int(self, "n_workers", 1)
         if self.dask_address is not None:
@@ -266,16 +266,3 @@ def _number(obj, name: str, lo: float, hi: float | None = None, strict: bool = F
     if not ok:
         rng = f"{'>' if strict else '>='} {lo}" + ("" if hi is None else f" and {'<' if upper_open else '<='} {hi}")
         _bad(obj, name, f"must be a finite number {rng}" + (" or None" if optional else ""))
-
-
-def _species(obj) -> None:
-    from ase.data import atomic_numbers
-
-    sp = obj.species
-    if isinstance(sp, str) or not sp:
-        _bad(obj, "species", "must be a non-empty list of element symbols")
-    unknown = [s for s in sp if s not in atomic_numbers or s == "X"]
-    if unknown:
-        raise ConfigError(f"ALConfig.species: unknown element(s) {unknown}")
-    if len(set(sp)) != len(sp):
-        raise ConfigError(f"ALConfig.species: listed twice: {list(sp)}")

@@ -10,7 +10,7 @@ import sys
 from alkit.errors import AlkitError
 
 # Sub-command modules, in the order of the method.
-COMMAND_MODULES = ("encode", "select", "pool", "mtp", "label", "run", "report", "lammps")
+COMMAND_MODULES = ("encode", "select", "pool", "mtp", "label", "run", "report", "validate", "lammps")
 
 
 def _version() -> str:

@@ -4,22 +4,32 @@ The analogue of the reference paper's Figure 8: the fraction of stable MD scenar
 temperature and one line per run; cumulative labels vs iteration; and a summary table (labels and iterations
 needed to reach all-stable, failed labels, wall time). Writes ``compare.html`` (self-contained), one PNG per
 figure and ``compare.md`` (the table, ready to paste into a README). Reads the runs only.
+
+Repeated campaigns (several runs of one mode, e.g. three seeds each of DIRECT and from scratch): runs are grouped by
+mode, and the page and ``compare.md`` add a per-mode table -- number of runs, how many reached all-stable, median
+and range (min-max) of the labels and of the AL iterations to all-stable, over the converged runs only (a run that
+never converged is counted and named, never averaged away) -- and the stable fraction per temperature against
+iteration as bands (median line, min-max band per mode). ``compare.json`` holds every number.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
 import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
+from alkit._util import json_default
+from alkit._util import atomic_write
 from alkit.errors import InputError
 from alkit.report import (
     Chart,
     Panel,
     RunData,
     Series,
-    _atomic_write,
     chart_to_png,
     format_seconds,
     html_table,
@@ -73,16 +83,20 @@ def table_rows(summaries: list[dict]) -> list[list[str]]:
     return rows
 
 
-def markdown_table(summaries: list[dict]) -> str:
-    """The comparison table as GitHub-flavoured markdown."""
+def _markdown(header: list[str], rows: list[list[str]], numeric: set[int]) -> str:
+    """A GitHub-flavoured markdown table (``numeric`` columns right-aligned)."""
     def esc(v: str) -> str:
         return v.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(TABLE_HEADER) + " |",
-             "|" + "|".join("---" if i < 2 or i == len(TABLE_HEADER) - 1 else "---:" for i in range(len(TABLE_HEADER)))
-             + "|"]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in table_rows(summaries)]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if i in numeric else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(summaries: list[dict]) -> str:
+    """The comparison table as GitHub-flavoured markdown."""
+    return _markdown(TABLE_HEADER, table_rows(summaries), numeric=set(range(2, len(TABLE_HEADER) - 1)))
 
 
 def _ratio_notes(summaries: list[dict]) -> list[str]:
@@ -144,6 +158,137 @@ def chart_compare_labels(runs: list[RunData], names: list[str]) -> Chart | None:
                  "Labels the potential of each iteration was trained on.")
 
 
+MODE_HEADER = ["mode", "runs", "converged", "labels to all-stable: median", "labels: range",
+               "AL iterations to all-stable: median", "AL iterations: range", "not converged"]
+
+
+def _spread(values: list[int]) -> dict | None:
+    """Median, min, max of the values (None for none)."""
+    if not values:
+        return None
+    return {"median": float(np.median(values)), "min": min(values), "max": max(values), "values": list(values)}
+
+
+def mode_stats(summaries: list[dict]) -> list[dict]:
+    """Per mode (in order of first appearance): ``mode``, ``runs``, ``converged`` (runs that reached all-stable),
+    ``not_converged`` and ``running`` (run names), and the spread (:func:`_spread`) of ``labels_to_all_stable``
+    and ``iterations_to_all_stable`` over the converged runs only. "AL iterations to all-stable" is the
+    all-stable iteration's index: iteration 0 is the seed potential, so a run stable at iteration k needed k AL
+    iterations."""
+    modes = list(dict.fromkeys(s["mode"] or "unknown" for s in summaries))
+    out = []
+    for mode in modes:
+        group = [s for s in summaries if (s["mode"] or "unknown") == mode]
+        conv = [s for s in group if s["all_stable_iteration"] is not None]
+        out.append({
+            "mode": mode, "runs": len(group), "converged": len(conv),
+            "not_converged": [s["run"] for s in group if s["all_stable_iteration"] is None and s["finished"]],
+            "running": [s["run"] for s in group if s["all_stable_iteration"] is None and not s["finished"]],
+            "labels_to_all_stable": _spread([s["labels_to_all_stable"] for s in conv
+                                             if s["labels_to_all_stable"] is not None]),
+            "iterations_to_all_stable": _spread([s["all_stable_iteration"] for s in conv]),
+        })
+    return out
+
+
+def _range(sp: dict | None) -> str:
+    return "-" if sp is None else (f"{sp['min']:g}" if sp["min"] == sp["max"] else f"{sp['min']:g}–{sp['max']:g}")
+
+
+def mode_rows(stats: list[dict]) -> list[list[str]]:
+    """The per-mode table's rows (strings), in :data:`MODE_HEADER` order."""
+    rows = []
+    for m in stats:
+        lab, its = m["labels_to_all_stable"], m["iterations_to_all_stable"]
+        missing = m["not_converged"] + [f"{r} (running)" for r in m["running"]]
+        rows.append([m["mode"], str(m["runs"]), f"{m['converged']}/{m['runs']} converged",
+                     "not reached" if lab is None else f"{lab['median']:g}", _range(lab),
+                     "not reached" if its is None else f"{its['median']:g}", _range(its),
+                     ", ".join(missing) or "-"])
+    return rows
+
+
+def _mode_notes(stats: list[dict]) -> list[str]:
+    """Each mode's medians against the first mode's, where both have converged runs."""
+    ref = stats[0]
+    notes = []
+    for m in stats[1:]:
+        a, b = ref["labels_to_all_stable"], m["labels_to_all_stable"]
+        ia, ib = ref["iterations_to_all_stable"], m["iterations_to_all_stable"]
+        if a is None or b is None or not a["median"]:
+            continue
+        its = (f" and {ib['median'] / ia['median']:.2f}x the median AL iterations" if ia and ib and ia["median"]
+               else "")
+        notes.append(f"{m['mode']} reached all-stable with {b['median'] / a['median']:.2f}x the median labels{its} "
+                     f"of {ref['mode']} (medians over {m['converged']}/{m['runs']} and {ref['converged']}/"
+                     f"{ref['runs']} converged runs).")
+    return notes
+
+
+def stability_bands(runs: list[RunData], summaries: list[dict]) -> dict[str, dict[float, dict]]:
+    """Stable fraction per mode and temperature against iteration, over the mode's runs:
+    ``{mode: {T: {"iterations", "median", "min", "max", "n"}}}``. A run that reached all-stable stopped there, and
+    its potential stays stable: it counts as 1.0 at later iterations. A run that stopped without converging has no
+    value after its last iteration (``n`` says how many runs each point is over)."""
+    per_mode: dict[str, list[tuple[dict, bool, int]]] = {}
+    for r, s in zip(runs, summaries):
+        fr = stable_fractions(r)
+        if not fr:
+            continue
+        last = max(it for pts in fr.values() for it, _ in pts)
+        per_mode.setdefault(s["mode"] or "unknown", []).append(
+            ({t: dict(pts) for t, pts in fr.items()}, s["all_stable_iteration"] is not None, last))
+    out: dict[str, dict[float, dict]] = {}
+    for mode, items in per_mode.items():
+        temps = sorted({t for fr, _, _ in items for t in fr})
+        top = max(last for _, _, last in items)
+        out[mode] = {}
+        for t in temps:
+            rows = {"iterations": [], "median": [], "min": [], "max": [], "n": []}
+            for it in range(top + 1):
+                vals = []
+                for fr, converged, last in items:
+                    v = fr.get(t, {}).get(it)
+                    if v is None and converged and it > last:
+                        v = 1.0
+                    if v is not None:
+                        vals.append(float(v))
+                if vals:
+                    rows["iterations"].append(it)
+                    rows["median"].append(float(np.median(vals)))
+                    rows["min"].append(min(vals))
+                    rows["max"].append(max(vals))
+                    rows["n"].append(len(vals))
+            out[mode][t] = rows
+    return out
+
+
+def chart_compare_bands(bands: dict[str, dict[float, dict]], counts: dict[str, int]) -> Chart | None:
+    """The paper's Fig. 8 with spread: one panel per temperature, per mode a median line and a min-max band."""
+    temps = sorted({t for per_t in bands.values() for t in per_t})
+    if not temps:
+        return None
+    colors = dict(zip(bands, palette(len(bands))))
+    panels = []
+    for k, t in enumerate(temps):
+        series = []
+        for mode, per_t in bands.items():
+            b = per_t.get(t)
+            if not b or not b["iterations"]:
+                continue
+            name = f"{mode} ({counts.get(mode, 0)} runs)"
+            series.append(Series(f"{name} min–max", "band", b["iterations"], b["min"], y_hi=b["max"],
+                                 color=colors[mode], opacity=0.25, legendgroup=f"{mode}-band", showlegend=k == 0))
+            series.append(Series(f"{name} median", "line", b["iterations"], b["median"], color=colors[mode],
+                                 legendgroup=f"{mode}-median", showlegend=k == 0))
+        panels.append(Panel(temperature_label(t), "AL iteration", "fraction of scenarios stable", series,
+                            yrange=(-0.03, 1.03), integer_x=True))
+    return Chart("compare_bands", "Stable MD scenarios vs AL iteration per mode: median and range", panels,
+                 "Line: median over the mode's runs; band: min to max. A run that reached all-stable counts as "
+                 "stable at later iterations; a run that stopped without converging has no value after its end.",
+                 height=440)
+
+
 def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> Path:
     """Compare runs: write ``compare.html``, ``compare.md`` and PNGs into ``out_dir``; return the HTML path."""
     if not run_dirs:
@@ -157,20 +302,42 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     charts = [c for c in (chart_compare_stability(runs, labels), chart_compare_labels(runs, labels)) if c]
+    stats = mode_stats(summaries)
+    repeated = any(m["runs"] > 1 for m in stats)
+    bands = stability_bands(runs, summaries) if repeated else {}
+    if repeated:
+        band_chart = chart_compare_bands(bands, {m["mode"]: m["runs"] for m in stats})
+        if band_chart:
+            charts.insert(0, band_chart)
     for c in charts:
         chart_to_png(c, out / f"{c.key}.png")
 
-    md = ["# alkit run comparison", "", markdown_table(summaries)]
-    notes = _ratio_notes(summaries)
+    md = ["# alkit run comparison", ""]
+    if repeated:
+        md += ["## Per mode", "", _markdown(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6}),
+               "Medians and ranges over the converged runs only; runs that never reached all-stable are counted "
+               "and named, not averaged. AL iterations: the all-stable iteration (iteration 0 is the seed "
+               "potential).", ""]
+        md += [" ".join(_mode_notes(stats)), ""] if _mode_notes(stats) else []
+        md += ["## Per run", ""]
+    md += [markdown_table(summaries)]
+    notes = _ratio_notes(summaries) if not repeated else []
     if notes:
         md += [" ".join(notes), ""]
     md += ["\"all-stable at iteration\": the first AL iteration whose MTP ran every MD scenario to full length "
            "below the γ threshold; \"labels to all-stable\": the labels that potential was trained on.", ""]
     md += [f"![{html.escape(c.title)}]({c.key}.png)" for c in charts]
-    _atomic_write(out / "compare.md", lambda tmp: Path(tmp).write_text("\n".join(md) + "\n", encoding="utf-8"))
+    atomic_write(out / "compare.md", lambda tmp: Path(tmp).write_text("\n".join(md) + "\n", encoding="utf-8"))
 
-    body = ["<h2>Summary</h2>",
-            html_table(TABLE_HEADER, table_rows(summaries), numeric={2, 3, 4, 5, 6})]
+    body = []
+    if repeated:
+        body += ["<h2>Per mode</h2>", html_table(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6}),
+                 '<div class="caption">Medians and ranges over the converged runs only; runs that never reached '
+                 'all-stable are counted and named, not averaged. AL iterations: the all-stable iteration '
+                 '(iteration 0 is the seed potential).</div>']
+        body += [f"<p>{html.escape(' '.join(_mode_notes(stats)))}</p>"] if _mode_notes(stats) else []
+    body += ["<h2>Summary</h2>" if not repeated else "<h2>Per run</h2>",
+             html_table(TABLE_HEADER, table_rows(summaries), numeric={2, 3, 4, 5, 6})]
     if notes:
         body.append(f"<p>{html.escape(' '.join(notes))}</p>")
     not_started = [s["run"] for s in summaries if s["last_iteration"] is None]
@@ -180,6 +347,10 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
             + f" · built {_dt.datetime.now().isoformat(timespec='seconds')}")
     page = render_page("alkit run comparison", meta, body, [(c, f"{c.key}.png") for c in charts])
     index = out / "compare.html"
-    _atomic_write(index, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    atomic_write(index, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    data = {"runs": summaries, "modes": stats,
+            "bands": {m: {f"{t:g}": b for t, b in per_t.items()} for m, per_t in bands.items()}}
+    atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(
+        json.dumps(data, indent=1, default=json_default) + "\n", encoding="utf-8"))
     log.info("comparison of %d runs: %s", len(runs), index)
     return index

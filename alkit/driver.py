@@ -235,6 +235,8 @@ class ActiveLearningDriver:
                         )
                         self._mark("finished", {"converged": converged, "iterations": it + 1, "reason": reason})
                     log.info("campaign finished after %d iteration(s): %s", it + 1, reason)
+                    if cfg.post_validation:
+                        self._validate(it, wall)
                     break
                 it += 1
                 self.store.set_state("iteration", it)
@@ -514,6 +516,20 @@ class ActiveLearningDriver:
         log.info("iteration %d: %d extrapolative candidates, %d selected for labelling", it, len(cand), len(chosen))
         self._mark(f"reselect:{it}", len(chosen))
         return len(chosen)
+
+    def _validate(self, it: int, wall: dict) -> None:
+        """Post-AL validation (:func:`alkit.validate.validate_run`: test-set errors of every iteration's potential,
+        H diffusion, iteration 0's stability) with the recipe's validation spec; its MD results are cached, so a
+        rerun redoes nothing."""
+        if self._done("validated"):
+            return
+        from alkit.validate import validate_run
+
+        with self._stage(it, "validate", wall):
+            t0 = time.perf_counter()
+            validate_run(self.run_dir, executor=self.executor)
+        self.events.emit("validated", path=str(self.run_dir / "validation"), seconds=time.perf_counter() - t0)
+        self._mark("validated", True)
 
     def _iteration_done(self, it: int, results: list[dict], wall: dict) -> None:
         self.store.set_state(f"wall:{it}", wall)

@@ -508,10 +508,9 @@ class LocalDescriptorEncoder(BaseEstimator, TransformerMixin):
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.species is not None:
-            species = list(self.species)
-            bad = [s for s in species if s not in atomic_numbers]
-            if bad or not species or len(set(species)) != len(species):
-                raise ConfigError(f"species must be a non-empty list of distinct element symbols, got {species!r}")
+            from alkit._util import species_symbols
+
+            species = species_symbols(self.species, ConfigError)
         else:
             if X is None:
                 return self  # species fixed by the first transform

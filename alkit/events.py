@@ -131,11 +131,19 @@ class RunFinished:
     labels_cumulative: int | None = None
 
 
+@dataclass
+class Validated:
+    """Post-AL validation written to ``path`` (``validation.json``, ``validation.md``, figures)."""
+
+    path: str
+    seconds: float
+
+
 #: Event name -> record type: the one schema of the log.
 SCHEMA: dict[str, type] = {
     "run_started": RunStarted, "config_changed": ConfigChanged, "run_reopened": RunReopened,
     "pool_built": PoolBuilt, "direct_fitted": DirectFitted, "stage": Stage, "labels": Labels, "fit": Fit,
-    "explore": Explore, "iteration_done": IterationDone, "run_finished": RunFinished,
+    "explore": Explore, "iteration_done": IterationDone, "run_finished": RunFinished, "validated": Validated,
 }
 
 

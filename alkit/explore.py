@@ -4,16 +4,18 @@
 :func:`explore_with_ase` for any backend): gamma > ``gamma_select`` collects the frame, gamma > ``gamma_break``
 stops the run, and after a physical blow-up one frame from just before it is collected.
 
-:func:`explore_with_ase` is the generic explorer of :mod:`alkit.backend`: a backend that offers an ASE calculator
-and an uncertainty ``grade(atoms) -> (gamma, per-atom gammas)`` gets scenario MD (Langevin NVT, MTK NpT, the
-blow-up checks of :func:`alkit.md.run_md`) without writing an MD loop of its own.
+:func:`run_graded_md` is the one graded ASE MD loop (:func:`alkit.md.run_md` and its blow-up checks under a
+monitor), and :class:`MDStop` how a graded run ended, as every engine reports it (the LAMMPS engine too).
+:func:`explore_with_ase` is the generic explorer of :mod:`alkit.backend` built on it: a backend that offers an ASE
+calculator and an uncertainty ``grade(atoms) -> (gamma, per-atom gammas)`` gets scenario MD (Langevin NVT, MTK NpT)
+without writing an MD loop of its own; the MTP backend's ASE engine (:mod:`alkit.mtp.md`) uses the same loop.
 """
 from __future__ import annotations
 
 import heapq
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -108,13 +110,51 @@ class GammaMonitor:
         return [frame for _, _, frame in sorted(self._heap, key=lambda t: t[1])]
 
 
+class MDStop(NamedTuple):
+    """How a graded MD run ended, as every engine reports it (ASE here, LAMMPS in :mod:`alkit.mtp.lammps_engine`):
+    the step at which it stopped and why: ``"completed"``, ``"gamma"`` (gamma > gamma_break) or ``"blowup: ..."``."""
+
+    steps_done: int
+    reason: str
+
+
+def run_graded_md(atoms: Atoms, calculator, monitor: GammaMonitor,
+                  grade: Callable[[int, Atoms], "tuple[float, np.ndarray, float | None] | None"], *,
+                  temperature: float, ensemble: str, steps: int, timestep_fs: float, pressure_gpa: float, seed: int,
+                  max_temperature_factor: float, min_distance: float) -> MDStop:
+    """ASE MD (:func:`alkit.md.run_md`, its blow-up checks) of ``atoms`` under ``monitor``: after every step
+    ``grade(step, live_atoms)`` gives (gamma, per-atom gammas, energy or None), or None for a step it does not grade;
+    gamma > gamma_break stops the run. The starting structure (step 0) and the frame from before a blow-up are the
+    caller's to grade and collect (once for every engine)."""
+    from alkit.md import run_md
+
+    steps = int(steps)
+    stop: dict[str, int | None] = {"step": None}
+
+    def on_step(step: int, live: Atoms) -> bool:
+        graded = grade(step, live)
+        if graded is not None and monitor.observe(step, live, *graded):
+            stop["step"] = step
+            return False
+        return True
+
+    md = run_md(atoms, calculator, temperature=temperature, ensemble=ensemble, steps=steps, timestep_fs=timestep_fs,
+                snapshot_interval=max(1, steps), pressure_gpa=pressure_gpa, seed=seed, on_step=on_step,
+                max_temperature_factor=max_temperature_factor, min_distance=min_distance)
+    if stop["step"] is not None:
+        return MDStop(int(stop["step"]), "gamma")
+    if md.status == "blowup":
+        return MDStop(int(md.steps_done) + 1, f"blowup: {md.reason}")
+    if md.status == "completed" and md.steps_done >= steps:
+        return MDStop(steps, "completed")
+    return MDStop(int(md.steps_done), f"{md.status}: {md.reason}")
+
+
 def explore_with_ase(scenario, calculator, grade: Callable[[Atoms], tuple[float, np.ndarray]],
                      settings: ExploreSettings, min_distance: float = 0.5) -> ExploreOutcome:
     """MD of ``scenario`` with ``calculator``, grading every step with ``grade``; see the module docstring.
 
     ``min_distance``: atoms closer than this (Å) count as a collapse (a physical blow-up)."""
-    from alkit.md import run_md
-
     t0 = time.perf_counter()
     atoms = scenario.atoms.copy()
     monitor = GammaMonitor(settings.gamma_select, settings.gamma_break, settings.max_collect, scenario.id)
@@ -128,24 +168,10 @@ def explore_with_ase(scenario, calculator, grade: Callable[[Atoms], tuple[float,
     g0, gs0 = grade(atoms)
     if monitor.observe(0, atoms, g0, gs0):
         return outcome(False, 0, "gamma")
-    stop = {"step": None}
-
-    def on_step(step: int, live: Atoms) -> bool:
-        g, gs = grade(live)
-        if monitor.observe(step, live, g, gs):
-            stop["step"] = step
-            return False
-        return True
-
-    md = run_md(atoms, calculator, temperature=scenario.temperature, ensemble=scenario.ensemble, steps=steps,
-                timestep_fs=scenario.timestep_fs, snapshot_interval=max(1, steps), pressure_gpa=scenario.pressure_gpa,
-                seed=settings.seed, on_step=on_step, max_temperature_factor=settings.max_temperature_factor,
-                min_distance=min_distance)
-    if stop["step"] is not None:
-        return outcome(False, stop["step"], "gamma")
-    if md.status == "blowup":
+    steps_done, reason = run_graded_md(
+        atoms, calculator, monitor, lambda step, live: (*grade(live), None), temperature=scenario.temperature,
+        ensemble=scenario.ensemble, steps=steps, timestep_fs=scenario.timestep_fs, pressure_gpa=scenario.pressure_gpa,
+        seed=settings.seed, max_temperature_factor=settings.max_temperature_factor, min_distance=min_distance)
+    if reason.startswith("blowup"):
         monitor.collect_before_blowup(atoms)
-        return outcome(False, md.steps_done + 1, f"blowup: {md.reason}")
-    if md.status == "completed" and md.steps_done >= steps:
-        return outcome(True, steps, "completed")
-    return outcome(False, md.steps_done, f"{md.status}: {md.reason}")
+    return outcome(reason == "completed", steps_done, reason)

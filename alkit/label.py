@@ -98,8 +98,9 @@ class LabelResult:
             return cls.failure(f"non-finite forces ({int((~np.isfinite(forces)).sum())} components)", seconds)
         if stress is not None:
             if stress.shape == (9,):
-                s = stress.reshape(3, 3)
-                stress = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+                from alkit._util import voigt_stress
+
+                stress = voigt_stress(stress)
             if stress.shape != (6,):
                 return cls.failure(f"stress has shape {stress.shape}, expected Voigt (6,)", seconds)
             if not np.all(np.isfinite(stress)):

@@ -7,7 +7,8 @@ grading calculator. Integrators (all from ``ase.md``):
 - NpT: ``MTKNPT`` (Martyna-Tobias-Klein barostat with fully flexible cell, Nose-Hoover chain thermostat; default) or
   ``LangevinBAOAB`` (``barostat="langevin"``: Langevin thermostat + Langevin-Hoover barostat).
 
-After every step the run is checked for a blow-up: non-finite energy/forces/positions/cell, two atoms closer than
+After every step the run is checked for a blow-up (:class:`BlowupCheck`, the one set of checks, which the LAMMPS
+engine applies too): non-finite energy/forces/positions/cell, two atoms closer than
 ``min_distance`` Å, or a kinetic temperature above ``max_temperature_factor`` x target. A blow-up ends the run with
 status ``"blowup"``, the reason, and the last frame that passed the checks. An exception raised by the calculator or
 integrator during a step (e.g. a neighbour list on exploded coordinates) is also a blow-up; exceptions raised on the
@@ -25,6 +26,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from alkit.errors import ConfigError
+from alkit.scenarios import check_md_settings, require_periodic
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +69,13 @@ def snapshot(atoms: Atoms, include_stress: bool = True) -> Atoms:
 def _validate(temperature, ensemble, steps, timestep_fs, snapshot_interval, thermostat, barostat, atoms) -> None:
     if not isinstance(atoms, Atoms) or len(atoms) == 0:
         raise ConfigError("run_md needs a non-empty ase.Atoms")
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ConfigError(f"temperature must be > 0 K, got {temperature}")
-    if ensemble not in ("nvt", "npt"):
-        raise ConfigError(f"ensemble {ensemble!r} is not 'nvt' or 'npt'")
-    if int(steps) < 0:
-        raise ConfigError(f"steps must be >= 0, got {steps}")
-    if not timestep_fs > 0:
-        raise ConfigError(f"timestep_fs must be > 0, got {timestep_fs}")
-    if int(snapshot_interval) < 1:
-        raise ConfigError(f"snapshot_interval must be >= 1, got {snapshot_interval}")
+    check_md_settings(temperature, ensemble, steps, timestep_fs, snapshot_interval)
     if thermostat not in THERMOSTATS:
         raise ConfigError(f"thermostat {thermostat!r} is not one of {THERMOSTATS}")
     if barostat not in BAROSTATS:
         raise ConfigError(f"barostat {barostat!r} is not one of {BAROSTATS}")
-    if ensemble == "npt" and not all(atoms.pbc):
-        raise ConfigError("NpT needs a fully periodic cell")
+    if ensemble == "npt":
+        require_periodic(atoms, "NpT")
 
 
 def make_dynamics(atoms: Atoms, temperature: float, ensemble: str, timestep_fs: float, pressure_gpa: float,
@@ -106,28 +99,70 @@ def make_dynamics(atoms: Atoms, temperature: float, ensemble: str, timestep_fs: 
                          T_tau=100 * dt, P_tau=1000 * dt, rng=rng)
 
 
-def _check(atoms: Atoms, temperature: float, max_temperature_factor: float, min_distance: float) -> str:
-    """Empty string if the frame is sane, else the reason it is not."""
-    from ase.neighborlist import neighbor_list
+@dataclass(frozen=True)
+class BlowupCheck:
+    """The physical blow-up checks of every MD engine (:func:`run_md`, the LAMMPS engine through ``fix external``
+    or alkit's plugin): one set of rules and one wording of the reasons, whichever engine saw the frame.
 
-    if not np.all(np.isfinite(atoms.positions)):
-        return "non-finite positions"
-    if not np.all(np.isfinite(atoms.cell.array)):
-        return "non-finite cell"
-    energy = atoms.get_potential_energy()
-    if not np.isfinite(energy):
-        return f"non-finite energy ({energy})"
-    if not np.all(np.isfinite(atoms.get_forces())):
-        return "non-finite forces"
-    if min_distance > 0 and len(atoms) > 1:
-        d = neighbor_list("d", atoms, min_distance)
-        if len(d):
-            return f"atoms closer than {min_distance} Å ({float(d.min()):.3f} Å)"
-    if max_temperature_factor and len(atoms) > 0:
-        t = atoms.get_temperature()
-        if not np.isfinite(t) or t > max_temperature_factor * temperature:
-            return f"runaway temperature {t:.0f} K > {max_temperature_factor:g} x {temperature:g} K"
-    return ""
+    Each check returns ``""`` for a sane frame, else the reason. ``min_distance`` <= 0 disables the collapse check,
+    a false ``max_temperature_factor`` (0, None) the temperature check.
+    """
+
+    temperature: float
+    max_temperature_factor: float | None = 5.0
+    min_distance: float = 0.5
+
+    #: The reason given by an engine that only knows that something was not finite (alkit's LAMMPS plugin).
+    NON_FINITE = "non-finite energy, forces or positions"
+
+    @property
+    def t_max(self) -> float:
+        """Kinetic temperature above which a run has run away (inf: no check)."""
+        f = self.max_temperature_factor
+        return float(f) * float(self.temperature) if f else float("inf")
+
+    def non_finite(self, positions=None, cell=None, energy=None, forces=None) -> str:
+        """Non-finite positions, cell, energy or forces (those given), in that order."""
+        if positions is not None and not np.all(np.isfinite(positions)):
+            return "non-finite positions"
+        if cell is not None and not np.all(np.isfinite(cell)):
+            return "non-finite cell"
+        if energy is not None and not np.isfinite(energy):
+            return f"non-finite energy ({energy})"
+        if forces is not None and not np.all(np.isfinite(forces)):
+            return "non-finite forces"
+        return ""
+
+    def collapse(self, closest: float) -> str:
+        """Two atoms closer than ``min_distance`` (``closest``: the shortest interatomic distance)."""
+        if self.min_distance > 0 and closest < self.min_distance:
+            return f"atoms closer than {self.min_distance:.3f} Å ({closest:.3f} Å)"
+        return ""
+
+    def runaway(self, t_kin: float) -> str:
+        """A kinetic temperature above ``max_temperature_factor`` x the target (or not finite)."""
+        if self.max_temperature_factor and (not np.isfinite(t_kin) or t_kin > self.t_max):
+            return (f"runaway temperature {t_kin:.0f} K > {self.max_temperature_factor:g} x "
+                    f"{self.temperature:g} K")
+        return ""
+
+    def frame(self, atoms: Atoms) -> str:
+        """All checks on ASE atoms with a calculator; the energy is only computed once the geometry is finite."""
+        from ase.neighborlist import neighbor_list
+
+        reason = self.non_finite(positions=atoms.positions, cell=atoms.cell.array)
+        if reason:
+            return reason
+        reason = self.non_finite(energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+        if reason:
+            return reason
+        if self.min_distance > 0 and len(atoms) > 1:
+            d = neighbor_list("d", atoms, self.min_distance)
+            if len(d):
+                return self.collapse(float(d.min()))
+        if len(atoms) > 0:
+            return self.runaway(atoms.get_temperature())
+        return ""
 
 
 def run_md(
@@ -186,11 +221,12 @@ def run_md(
 
     # The initial structure: a calculator error here is a configuration problem (e.g. an element the potential does
     # not know), not a blow-up, so it propagates. No temperature check on the Maxwell-Boltzmann draw.
-    reason = _check(atoms, temperature, 0, min_distance)
+    reason = BlowupCheck(temperature, 0, min_distance).frame(atoms)
     last_good = freeze(True) if not reason else atoms.copy()
     if reason:
         return MDResult("blowup", 0, reason, last_good)
 
+    checks = BlowupCheck(temperature, max_temperature_factor, min_distance)
     dyn = make_dynamics(atoms, temperature, ensemble, timestep_fs, pressure_gpa, seed, thermostat, barostat)
     n_snapshots = 0
     status, reason, steps_done = "completed", "", 0
@@ -201,7 +237,7 @@ def run_md(
             try:
                 next(it)
                 step = dyn.nsteps
-                reason = _check(atoms, temperature, max_temperature_factor, min_distance)
+                reason = checks.frame(atoms)
             except StopIteration:
                 break
             except Exception as exc:  # the calculator/integrator failed on this step's coordinates

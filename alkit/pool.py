@@ -30,6 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
+from alkit._util import atomic_write
 from alkit.errors import AlkitError, ConfigError, InputError
 from alkit.scenarios import Scenario, check_unique_ids, load_scenarios
 
@@ -79,15 +80,6 @@ def scenario_key(scenario: Scenario, potential: str) -> str:
 def scenario_seed(scenario_id: str, seed: int = 0) -> int:
     """A stable per-scenario MD seed."""
     return int(hashlib.sha256(f"{seed}:{scenario_id}".encode()).hexdigest()[:8], 16)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_status(out_dir: str | os.PathLike, scenario_id: str) -> dict | None:
@@ -207,7 +199,7 @@ def run_scenario(
         write(str(paths["last_good"]), last, format="extxyz")
         record["last_good_file"] = paths["last_good"].name
         log.warning("scenario %s blew up after %d steps: %s", scenario.id, result.steps_done, result.reason)
-    _write_json_atomic(paths["status"], record)
+    atomic_write(paths["status"], json.dumps(record, indent=1))
     paths["progress"].unlink(missing_ok=True)
     return record
 
@@ -306,7 +298,7 @@ def _update_manifest(out_dir: Path, scenarios: Sequence[Scenario], potential: st
         pass
     known = set(ids)
     ids += [s.id for s in scenarios if s.id not in known]
-    _write_json_atomic(path, {"potential": potential, "scenarios": ids})
+    atomic_write(path, json.dumps({"potential": potential, "scenarios": ids}, indent=1))
 
 
 def run_pool(

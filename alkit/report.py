@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import sqlite3
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from alkit._util import atomic_write
 from alkit.errors import ConfigError, InputError
 from alkit.events import EVENTS_FILE, parse, read_events
 
@@ -345,7 +345,8 @@ def format_seconds(seconds: float | None) -> str:
 # --------------------------------------------------------------------------------------------------------------
 @dataclass
 class Series:
-    """One trace. ``kind``: "line" (lines+markers), "bar", "box" (x[i] is the group of value y[i]) or "points"."""
+    """One trace. ``kind``: "line" (lines+markers), "bar", "box" (x[i] is the group of value y[i]), "points", or
+    "band" (the area between ``y`` (low) and ``y_hi`` (high) along ``x``, drawn with ``opacity``)."""
 
     name: str
     kind: str
@@ -359,6 +360,7 @@ class Series:
     legendgroup: str | None = None
     showlegend: bool = True
     points: bool = True  # box: also draw every value (off for very large groups, to keep the page light)
+    y_hi: list | None = None  # band: the upper edge
 
 
 @dataclass
@@ -638,6 +640,11 @@ def chart_to_plotly(chart: Chart):
             elif s.kind == "box":
                 tr = go.Box(x=s.x, y=s.y, marker_color=s.color, boxpoints="all" if s.points else "outliers",
                             jitter=0.4, pointpos=0, marker=dict(size=4, opacity=0.6), **common)
+            elif s.kind == "band":
+                xs, lo, hi = list(s.x), list(s.y), list(s.y_hi or s.y)
+                tr = go.Scatter(x=xs + xs[::-1], y=hi + lo[::-1], mode="lines", fill="toself",
+                                fillcolor=s.color, opacity=s.opacity, line=dict(width=0, color=s.color),
+                                hoverinfo="skip", **common)
             else:
                 raise ValueError(f"unknown series kind {s.kind!r}")
             fig.add_trace(tr, row=row, col=col, secondary_y=s.y2 if has_y2 else None)
@@ -735,6 +742,10 @@ def chart_to_png(chart: Chart, path: str | os.PathLike, dpi: int = 110) -> Path:
                 else:
                     k, w = bars.index(s), 0.8 / len(bars)
                     h = target.bar(xs - 0.4 + w * (k + 0.5), s.y, w, color=s.color, label=s.name)
+            elif s.kind == "band":
+                xs = [pos(x) for x in s.x]
+                h = target.fill_between(xs, s.y, s.y_hi or s.y, color=s.color, alpha=s.opacity, linewidth=0,
+                                        label=s.name)
             elif s.kind == "box":
                 k, w = boxes.index(s), 0.8 / len(boxes)
                 groups = sorted(set(s.x))
@@ -782,22 +793,8 @@ def chart_to_png(chart: Chart, path: str | os.PathLike, dpi: int = 110) -> Path:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                    ncol=min(len(handles), per_row), fontsize=9, frameon=False)
     path = Path(path)
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     return path
-
-
-def _atomic_write(path: Path, writer) -> None:
-    """Write via a temporary file in the same folder and rename, so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -977,6 +974,6 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
            f"{len(run.events)} events"
     page = render_page(f"alkit run {run.name}", meta, body, made)
     index = out / "index.html"
-    _atomic_write(index, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    atomic_write(index, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     log.info("report of %s: %s (%d figures)", run.path, index, len(made))
     return index

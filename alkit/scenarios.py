@@ -58,18 +58,10 @@ class Scenario:
             raise ConfigError("a scenario needs a non-empty string id")
         if not isinstance(self.atoms, Atoms) or len(self.atoms) == 0:
             raise ConfigError(f"{where}: needs a non-empty ase.Atoms structure")
-        if self.ensemble not in ENSEMBLES:
-            raise ConfigError(f"{where}: ensemble {self.ensemble!r} is not one of {ENSEMBLES}")
-        if not (np.isfinite(self.temperature) and self.temperature > 0):
-            raise ConfigError(f"{where}: temperature must be > 0 K, got {self.temperature}")
-        if int(self.steps) < 1:
-            raise ConfigError(f"{where}: steps must be >= 1, got {self.steps}")
-        if not (self.timestep_fs > 0):
-            raise ConfigError(f"{where}: timestep_fs must be > 0, got {self.timestep_fs}")
-        if int(self.snapshot_interval) < 1:
-            raise ConfigError(f"{where}: snapshot_interval must be >= 1, got {self.snapshot_interval}")
-        if self.ensemble == "npt" and not all(self.atoms.pbc):
-            raise ConfigError(f"{where}: NpT needs a fully periodic cell")
+        check_md_settings(self.temperature, self.ensemble, self.steps, self.timestep_fs, self.snapshot_interval,
+                          min_steps=1, where=where)
+        if self.ensemble == "npt":
+            require_periodic(self.atoms, f"{where}: NpT")
 
     @property
     def n_snapshots(self) -> int:
@@ -91,6 +83,57 @@ class Scenario:
         if unknown:
             raise ConfigError(f"scenario {d['id']!r}: unknown fields {sorted(unknown)}")
         return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the scenario checks of every MD entry point (scenario files, alkit.md.run_md, MTP MD, the LAMMPS engine, the
+# campaign): one place, so each rule is checked once and worded alike
+# --------------------------------------------------------------------------------------------------------------
+def check_md_settings(temperature: float, ensemble: str, steps: int, timestep_fs: float | None = None,
+                      snapshot_interval: int | None = None, *, min_steps: int = 0, where: str | None = None) -> None:
+    """ConfigError unless the MD settings can run: temperature > 0 K, a known ensemble, ``steps >= min_steps``,
+    ``timestep_fs > 0`` and ``snapshot_interval >= 1`` (each skipped when None). ``where`` prefixes the message
+    (e.g. ``"scenario 'x'"``)."""
+    pre = f"{where}: " if where else ""
+    if ensemble not in ENSEMBLES:
+        raise ConfigError(f"{pre}ensemble {ensemble!r} is not one of {ENSEMBLES}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"{pre}temperature must be > 0 K, got {temperature}")
+    if int(steps) < min_steps:
+        raise ConfigError(f"{pre}steps must be >= {min_steps}, got {steps}")
+    if timestep_fs is not None and not (timestep_fs > 0):
+        raise ConfigError(f"{pre}timestep_fs must be > 0, got {timestep_fs}")
+    if snapshot_interval is not None and int(snapshot_interval) < 1:
+        raise ConfigError(f"{pre}snapshot_interval must be >= 1, got {snapshot_interval}")
+
+
+def require_periodic(atoms: Atoms, what: str, error: type[Exception] = ConfigError, hint: str = "") -> None:
+    """``error`` ("{what} needs a fully periodic cell[; hint]") unless ``atoms`` is periodic in all three
+    directions (NpT, the LAMMPS engine)."""
+    if not all(atoms.pbc):
+        raise error(f"{what} needs a fully periodic cell" + (f"; {hint}" if hint else ""))
+
+
+def non_periodic(scenarios: Iterable[Scenario]) -> list[str]:
+    """Ids of the scenarios whose cell is not fully periodic (for settings that need periodic ones)."""
+    return [s.id for s in scenarios if not all(s.atoms.pbc)]
+
+
+def check_scenario_set(scenarios: Sequence[Scenario], species: Sequence[str] | None = None,
+                       what: str = "scenarios", allow_empty: bool = False) -> None:
+    """ConfigError unless ``scenarios`` is a set a campaign can run: non-empty (unless ``allow_empty``), Scenario
+    objects, unique ids and, given ``species``, no element outside them."""
+    if not scenarios and not allow_empty:
+        raise ConfigError(f"{what}: the scenario list is empty: nothing to explore")
+    for scn in scenarios:
+        if not isinstance(scn, Scenario):
+            raise ConfigError(f"{what} holds a {type(scn).__name__}, not a Scenario")
+    check_unique_ids(scenarios)
+    if species is not None:
+        for scn in scenarios:
+            extra = sorted(set(scn.atoms.get_chemical_symbols()) - set(species))
+            if extra:
+                raise ConfigError(f"scenario {scn.id!r} contains element(s) {extra} not in species {list(species)}")
 
 
 def check_unique_ids(scenarios: Sequence[Scenario]) -> None:

@@ -55,11 +55,11 @@ def test_check_structure_overlap():
 
 def test_event_log_skips_torn_line(tmp_path):
     log = EventLog(tmp_path)
-    log.emit("run_started", mode="direct", value=np.float32(1.5))
+    log.emit("run_started", mode="direct", config={"value": np.float32(1.5)})  # numpy scalars are written too
     with open(log.path, "a") as fh:
         fh.write('{"time": 1, "event": "lab')  # a kill mid-write
     assert [e["event"] for e in read_events(tmp_path)] == ["run_started"]
-    assert read_events(tmp_path)[0]["value"] == 1.5
+    assert read_events(tmp_path)[0]["config"]["value"] == 1.5
 
 
 def test_cli_help(capsys):

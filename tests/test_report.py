@@ -389,3 +389,74 @@ def test_bad_input_names_the_problem(tmp_path, capsys):
     assert "not_a_run" in capsys.readouterr().err
     assert not (empty / "report").exists()  # nothing written into a non-run
     assert os.listdir(empty) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# repeated comparison: several runs per mode
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    """Three seeds per mode; one from-scratch run never reaches all-stable (stopped by its iteration cap)."""
+    root = tmp_path_factory.mktemp("seeds")
+    facts = {}
+    for mode, stable_at, labels in (("direct", (1, 2, 2), 30), ("scratch", (3, 4, None), 6)):
+        for i, a in enumerate(stable_at):
+            name = f"{mode}_s{i}"
+            facts[name] = write_run(root / name, mode=mode, n_iterations=5, all_stable_at=a, seed_labels=labels,
+                                    with_pcs=mode == "direct", seed=10 * i + len(mode))
+    return root, facts
+
+
+def _md_section(md: str, title: str) -> dict[str, dict[str, str]]:
+    return _md_rows(md.split(f"## {title}", 1)[1].split("\n## ", 1)[0])
+
+
+def test_compare_several_runs_per_mode(seeds, browser, tmp_path, capsys):
+    from alkit.compare import mode_stats, stability_bands
+    from alkit.report import load_run
+
+    root, facts = seeds
+    names = sorted(facts)
+    out = tmp_path / "cmp"
+    assert main(["compare", *[str(root / n) for n in names], "--out", str(out)]) == 0
+    md = (out / "compare.md").read_text()
+    assert markdown_in(capsys.readouterr().out, md)
+
+    modes = _md_section(md, "Per mode")
+    d, s = modes["direct"], modes["scratch"]
+    direct_labels = sorted(facts[n]["labels_to_all_stable"] for n in names if n.startswith("direct"))
+    scratch_labels = sorted(facts[n]["labels_to_all_stable"] for n in ("scratch_s0", "scratch_s1"))
+    assert d["runs"] == "3" and d["converged"] == "3/3 converged" and d["not converged"] == "-"
+    assert d["labels to all-stable: median"] == f"{np.median(direct_labels):g}" == "54"
+    assert d["labels: range"] == f"{direct_labels[0]}–{direct_labels[-1]}" == "42–54"
+    assert d["AL iterations to all-stable: median"] == "2" and d["AL iterations: range"] == "1–2"
+    # the run that never converged is counted and named, and not in the medians (over the 2 converged runs)
+    assert s["runs"] == "3" and s["converged"] == "2/3 converged" and s["not converged"] == "scratch_s2"
+    assert s["labels to all-stable: median"] == f"{np.median(scratch_labels):g}"
+    assert s["AL iterations to all-stable: median"] == "3.5" and s["AL iterations: range"] == "3–4"
+    per_run = _md_section(md, "Per run")
+    assert per_run["scratch_s2"]["status"] == "not converged"
+    assert per_run["scratch_s2"]["all-stable at iteration"] == "not reached"
+    assert "0.89x the median labels and 1.75x the median AL iterations of direct" in md
+
+    data = json.loads((out / "compare.json").read_text())
+    assert [m["mode"] for m in data["modes"]] == ["direct", "scratch"]
+    assert data["modes"][1]["iterations_to_all_stable"]["values"] == [3, 4]
+
+    # bands: median / min / max over the runs, converged runs counted as stable after they stopped
+    runs = [load_run(root / n) for n in names]
+    bands = stability_bands(runs, [summarize_run(r) for r in runs])
+    sc = bands["scratch"][1000.0]
+    it4 = sc["iterations"].index(4)
+    # at iteration 4: s0 (stable since 3) = 1, s1 (stable at 4) = 1, s2 (never) = its own 2/3
+    assert sc["n"][it4] == 3 and sc["median"][it4] == 1.0 and sc["min"][it4] == pytest.approx(2 / 3)
+    dr = bands["direct"][300.0]
+    assert dr["iterations"] == [0, 1, 2] and dr["max"][1] == 1.0 and dr["min"][1] < 1.0
+    assert mode_stats([summarize_run(r) for r in runs])[0]["labels_to_all_stable"]["values"] == [42, 54, 54]
+
+    plots = open_page(browser, out / "compare.html")
+    assert [p["id"] for p in plots] == ["plot-compare_bands", "plot-compare_stability", "plot-compare_labels"]
+    assert_all_rendered(plots)
+    assert plots[0]["traces"] == 8  # 2 temperatures x 2 modes x (band + median)
+    for png in ("compare_bands.png", "compare_stability.png", "compare_labels.png"):
+        assert_png(out / png)

@@ -8,6 +8,7 @@ from pathlib import Path
 def _encode(args) -> int:
     import numpy as np
 
+    from alkit._util import atomic_write
     from alkit.encode import encoder_class, encode, get_encoder
     from alkit.errors import ConfigError
     from alkit.io import read_structures
@@ -31,9 +32,12 @@ def _encode(args) -> int:
     t1 = time.perf_counter()
     X = encode(structures, encoder)
     dt = time.perf_counter() - t1
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, X)
-    tmp.replace(out)  # never leave a half-written features file
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a temporary name
+            np.save(fh, X)
+
+    atomic_write(out, save)  # never leave a half-written features file
     print(f"encoded N={X.shape[0]} structures from {len(args.structures)} file(s) into d={X.shape[1]} "
           f"({args.encoder}) in {dt:.1f} s ({X.shape[0] / max(dt, 1e-9):.1f} structures/s; reading {t_read:.1f} s)"
           f" -> {out}")

@@ -28,17 +28,18 @@ ACTIVE_SET_FILE = "state.als"
 class MTPBackend:
     """A moment tensor potential with the MaxVol grade (see the module docstring)."""
 
+    # no defaults here: ALConfig's are the ones (build with from_config)
     species: tuple[str, ...]
-    level: int = 8
-    cutoff: float = 5.0
-    loss_weights: tuple[float, float, float] = (1.0, 0.01, 0.0)
-    bfgs_maxiter: int = 1000
-    fit_tol: float = 1e-3
-    fit_engine: str = "alkit"
-    fit_threads: int = 2
-    grade_mode: str = "neighborhood"
-    grade_parameters: str = "linear"
-    md_engine: str = "ase"
+    level: int
+    cutoff: float
+    loss_weights: tuple[float, float, float]
+    bfgs_maxiter: int
+    fit_tol: float
+    fit_engine: str
+    fit_threads: int
+    grade_mode: str
+    grade_parameters: str
+    md_engine: str
     name: str = "mtp"
 
     @classmethod
@@ -68,7 +69,9 @@ class MTPBackend:
         _one_of(cfg, "grade_parameters", PARAMETER_SETS)
         _one_of(cfg, "explore_engine", MD_ENGINES)
         if cfg.explore_engine == "lammps":
-            flat = [scn.id for scn in cfg.scenarios if not all(scn.atoms.pbc)]
+            from alkit.scenarios import non_periodic
+
+            flat = non_periodic(cfg.scenarios)
             if flat:
                 raise ConfigError(f"ALConfig.explore_engine = 'lammps' needs fully periodic scenarios; not: {flat[:5]}")
         return cls(species=tuple(cfg.species), level=int(cfg.mtp_level), cutoff=float(cfg.cutoff),

@@ -17,25 +17,17 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import chemical_symbols
 
+from alkit._util import species_numbers, voigt_stress
 from alkit.errors import InputError
 
 _VOIGT = ("xx", "yy", "zz", "yz", "xz", "xy")
 
 
 def _species_numbers(species: Sequence[str | int] | None) -> list[int] | None:
-    if species is None:
-        return None
-    out = []
-    for s in species:
-        if isinstance(s, (int, np.integer)):
-            out.append(int(s))
-        elif s in atomic_numbers:
-            out.append(atomic_numbers[s])
-        else:
-            raise InputError(f"unknown chemical symbol {s!r} in species {list(species)}")
-    return out
+    """Atomic number of each type index (None: types are atomic numbers), checked by the one species rule."""
+    return None if species is None else species_numbers(species, InputError)
 
 
 def read_cfg(path: str | os.PathLike, species: Sequence[str | int] | None) -> list[Atoms]:
@@ -260,7 +252,7 @@ def _format_block(atoms: Atoms, numbers_of_type: list[int]) -> str:
     if stress is not None and periodic:
         stress = np.asarray(stress, dtype=float)
         if stress.shape == (3, 3):
-            stress = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            stress = voigt_stress(stress)  # ASE's Voigt order is MLIP-2's (_VOIGT)
         virial = -stress * atoms.get_volume()
         out.append(" PlusStress:  " + " ".join(_VOIGT))
         out.append("    " + " ".join(_num(x) for x in virial))

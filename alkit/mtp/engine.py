@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
-from ase.data import atomic_numbers, chemical_symbols
-from ase.stress import full_3x3_to_voigt_6_stress
+from ase.data import chemical_symbols
 
+from alkit._util import species_numbers, voigt_stress
 from alkit.errors import ConfigError, InputError
 from alkit.mtp.potential import MTPPotential, read_potential
 
@@ -51,11 +51,11 @@ def core_cell(atoms: Atoms) -> np.ndarray:
 
 
 class SpeciesMap:
-    """Atomic numbers -> MTP type indices (species in type order)."""
+    """Atomic numbers -> MTP type indices (species in type order, checked by the one species rule)."""
 
     def __init__(self, species: Sequence[str]):
-        self.species = list(species)
-        self.numbers = [atomic_numbers[s] for s in self.species]
+        self.numbers = species_numbers(species, ConfigError)
+        self.species = [chemical_symbols[z] for z in self.numbers]
         self._lut = np.full(119, -1, dtype=np.int32)
         for t, z in enumerate(self.numbers):
             self._lut[z] = t
@@ -119,7 +119,7 @@ class MTPEngine:
         self.last_min_distance = float(res["min_distance"])
         if atoms.cell.rank == 3 and np.all(atoms.pbc):
             w = res["virial"]
-            res["stress"] = full_3x3_to_voigt_6_stress(0.5 * (w + w.T) / atoms.get_volume())
+            res["stress"] = voigt_stress(0.5 * (w + w.T) / atoms.get_volume())
         return res
 
 

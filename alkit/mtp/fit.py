@@ -30,9 +30,10 @@ from typing import Iterable, Sequence
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.data import atomic_numbers, chemical_symbols
-from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
+from ase.data import chemical_symbols
+from ase.stress import voigt_6_to_full_3x3_stress
 
+from alkit._util import species_numbers, species_symbols, voigt_stress
 from alkit.errors import ConfigError, InputError
 from alkit.mtp.levels import make_tag
 
@@ -97,7 +98,7 @@ def prepare_labelled(structures: Iterable[Atoms], species: Sequence[str], name: 
     structures = list(structures)
     if not structures:
         raise InputError(f"the {name} is empty")
-    allowed = {atomic_numbers[s] for s in species}
+    allowed = set(species_numbers(species, ConfigError))
     out = []
     for k, atoms in enumerate(structures):
         if not isinstance(atoms, Atoms):
@@ -129,7 +130,7 @@ def prepare_labelled(structures: Iterable[Atoms], species: Sequence[str], name: 
         if stress is not None and np.all(atoms.pbc) and atoms.cell.rank == 3:
             stress = np.asarray(stress, dtype=float)
             if stress.shape == (3, 3):
-                stress = full_3x3_to_voigt_6_stress(stress)
+                stress = voigt_stress(stress)
             if stress.shape != (6,) or not np.all(np.isfinite(stress)):
                 raise InputError(f"{what} has a malformed stress {stress.shape}")
             labels["stress"] = stress.copy()
@@ -275,10 +276,7 @@ def train_mtp(
     from alkit.mtp.potential import MTPPotential
 
     t0 = time.perf_counter()
-    species = [str(s) for s in species]
-    unknown = [s for s in species if s not in atomic_numbers]
-    if not species or unknown or len(set(species)) != len(species):
-        raise ConfigError(f"species must be distinct chemical symbols, got {species}")
+    species = species_symbols(species, ConfigError)
     w = [float(x) for x in weights]
     if len(w) != 3 or any(not math.isfinite(x) or x < 0 for x in w) or w[0] + w[1] + w[2] == 0:
         raise ConfigError(f"weights must be three non-negative numbers (energy, forces, stress), not all 0; got {weights}")

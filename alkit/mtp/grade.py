@@ -70,8 +70,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import chemical_symbols
 
+from alkit._util import species_numbers
 from alkit.errors import ConfigError, InputError
 from alkit.mtp.engine import COLLAPSE_FRACTION, MTPEngine
 from alkit.mtp.potential import MTPPotential
@@ -106,23 +107,6 @@ def normalize_mode(mode: str) -> str:
         return _MODE_ALIASES[str(mode).lower()]
     except KeyError:
         raise InputError(f"unknown grading mode {mode!r}: use 'neighborhood' (nbh) or 'configuration' (cfg)") from None
-
-
-def normalize_species(species: Sequence[int | str]) -> list[int]:
-    """Atomic numbers for a list of symbols or numbers (the order is the MTP's type order)."""
-    out: list[int] = []
-    for s in species:
-        if isinstance(s, str):
-            if s not in atomic_numbers:
-                raise InputError(f"unknown chemical species {s!r}")
-            out.append(atomic_numbers[s])
-        else:
-            out.append(int(s))
-    if not out:
-        raise InputError("species list is empty")
-    if len(set(out)) != len(out):
-        raise InputError(f"species listed twice: {[chemical_symbols[z] for z in out]}")
-    return out
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -350,7 +334,7 @@ class ActiveSet:
         parameters in configuration mode): MLIP-2's regularised start ``eps * I``.
         """
         mode = normalize_mode(mode)
-        species = normalize_species(species)
+        species = species_numbers(species, InputError)
         train = list(train)
         if not train:
             raise InputError("the training set for the active set is empty")

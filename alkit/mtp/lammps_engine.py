@@ -27,7 +27,12 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 
+from alkit._util import voigt_stress
 from alkit.errors import ConfigError, InputError
+from alkit.explore import MDStop
+from alkit.md import BlowupCheck
+from alkit.mtp.engine import MTPCalculator
+from alkit.scenarios import require_periodic
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,11 @@ def import_lammps():
     )
 
 
+def require_lammps_cell(atoms: Atoms) -> None:
+    """InputError unless ``atoms`` is fully periodic (LAMMPS boxes are), pointing to the ASE engine."""
+    require_periodic(atoms, "the LAMMPS engine", InputError, hint="use engine='ase' for this structure")
+
+
 def new_lammps():
     """A quiet serial LAMMPS instance (no screen output, no log file, no citation reminder)."""
     lammps = import_lammps()
@@ -94,8 +104,7 @@ class _System:
     def __init__(self, atoms: Atoms, calc, timestep_fs: float = 0.5, velocities: bool = False) -> None:
         from ase.calculators.lammps import Prism
 
-        if not all(atoms.pbc):
-            raise InputError("the LAMMPS engine needs a fully periodic cell; use engine='ase' for this structure")
+        require_lammps_cell(atoms)
         self.calc = calc
         self.species = sorted(set(int(z) for z in atoms.numbers))
         self.types = np.array([self.species.index(int(z)) + 1 for z in atoms.numbers], dtype=int)
@@ -234,8 +243,7 @@ def lammps_single_point(atoms: Atoms, calc) -> tuple[float, np.ndarray, np.ndarr
         p = np.array([[pv[0], pv[3], pv[4]], [pv[3], pv[1], pv[5]], [pv[4], pv[5], pv[2]]])
         stress_l = -p / EV_A3_TO_BAR
         stress = sysm.rot @ stress_l @ sysm.rot.T
-        voigt = np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]])
-        return energy, forces @ sysm.rot.T, voigt
+        return energy, forces @ sysm.rot.T, voigt_stress(stress)
 
 
 COUPLINGS = ("plugin", "external")
@@ -277,8 +285,8 @@ def plugin_available() -> bool:
 def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: int, ensemble: str = "nvt",
                   timestep_fs: float = 0.5, pressure_gpa: float = 0.0, seed: int = 0,
                   grade_every: int = 1, max_temperature_factor: float = 5.0,
-                  coupling: str | None = None) -> tuple[int, str]:
-    """Run MTP MD in LAMMPS, feeding graded frames to ``monitor`` (:class:`alkit.mtp.md.GammaMonitor`).
+                  coupling: str | None = None) -> MDStop:
+    """Run MTP MD in LAMMPS, feeding graded frames to ``monitor`` (:class:`alkit.explore.GammaMonitor`).
 
     ``coupling="plugin"`` (the default when alkit's plugin is built): ``pair_style mtp`` evaluates the potential and
     its grade inside LAMMPS, ``fix halt`` applies the break and the blow-up checks there, and a dump keeps the
@@ -295,13 +303,10 @@ def run_lammps_md(atoms: Atoms, active_set, monitor, temperature: float, steps: 
     if coupling not in COUPLINGS:
         raise ConfigError(f"LAMMPS coupling must be one of {COUPLINGS}, not {coupling!r}")
     atoms = _initial_velocities(atoms, temperature, seed)
-    t_max = float(max_temperature_factor) * float(temperature) if max_temperature_factor else float("inf")
+    checks = BlowupCheck(temperature, max_temperature_factor, active_set.collapse_distance)
     fixes = _thermostat(ensemble, temperature, timestep_fs, pressure_gpa, seed)
-    if coupling == "plugin":
-        return _run_plugin(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes, t_max,
-                           max_temperature_factor, temperature)
-    return _run_external(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes, t_max,
-                         max_temperature_factor, temperature)
+    run = _run_plugin if coupling == "plugin" else _run_external
+    return MDStop(*run(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes, checks))
 
 
 def _read_dump(path: Path, sysm: "_System") -> list[tuple[int, Atoms, np.ndarray]]:
@@ -335,13 +340,14 @@ def _read_dump(path: Path, sysm: "_System") -> list[tuple[int, Atoms, np.ndarray
     return out
 
 
-def _run_plugin(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes, t_max, max_temperature_factor,
-                temperature) -> tuple[int, str]:
+def _run_plugin(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes,
+                checks: BlowupCheck) -> tuple[int, str]:
     import tempfile
 
     from alkit.lammps import plugin_path
 
-    collapse = active_set.collapse_distance
+    collapse = checks.min_distance
+    t_max = checks.t_max
     with tempfile.TemporaryDirectory(prefix="alkit-lmp-") as tmp, \
             _System(atoms, None, timestep_fs=timestep_fs, velocities=True) as sysm:
         lmp = sysm.lmp
@@ -399,12 +405,9 @@ def _run_plugin(atoms, active_set, monitor, steps, timestep_fs, grade_every, fix
     if done >= steps:
         return steps, "completed"
     if bad > 0.5 or not np.isfinite(gamma):
-        return done, "blowup: non-finite energy, forces or positions"
-    if dmin < collapse:
-        return done, f"blowup: atoms closer than {collapse:.3f} Å ({dmin:.3f} Å)"
-    if t_kin > t_max:
-        return done, f"blowup: runaway temperature {t_kin:.0f} K > {max_temperature_factor:g} x {temperature:g} K"
-    return done, "gamma"
+        return done, f"blowup: {checks.NON_FINITE}"
+    reason = checks.collapse(dmin) or checks.runaway(t_kin)
+    return (done, f"blowup: {reason}") if reason else (done, "gamma")
 
 
 def _saved_als(active_set, folder: str) -> str:
@@ -425,12 +428,9 @@ def _current(sysm: "_System") -> Atoms:
     return sysm.to_ase(frame)
 
 
-def _run_external(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes, t_max,
-                  max_temperature_factor, temperature) -> tuple[int, str]:
-    from alkit.mtp.engine import MTPCalculator
-
+def _run_external(atoms, active_set, monitor, steps, timestep_fs, grade_every, fixes,
+                  checks: BlowupCheck) -> tuple[int, str]:
     calc = MTPCalculator(active_set=active_set, grade_next=True, on_close_atoms="ignore")
-    min_dist = active_set.collapse_distance
     state: dict = {"reason": None, "step": None}
     masses = atoms.get_masses()
     # kinetic energy in eV from LAMMPS metal velocities (Å/ps) and masses (g/mol): 0.5 m v^2 * mvv2e
@@ -440,22 +440,16 @@ def _run_external(atoms, active_set, monitor, steps, timestep_fs, grade_every, f
         if step == 0:  # setup call; step 0 was graded by run_mtp_md
             calc.grade_next = 1 % grade_every == 0
             return False
-        if not (np.isfinite(res["energy"]) and np.all(np.isfinite(res["forces"])) and np.all(np.isfinite(frame.positions))):
-            state.update(reason="blowup: non-finite energy, forces or positions", step=step)
-            return True
-        dmin = calc.last_min_distance
-        if dmin < min_dist:
-            state.update(reason=f"blowup: atoms closer than {min_dist:.3f} Å ({dmin:.3f} Å)", step=step)
-            return True
-        if np.isfinite(t_max):
+        reason = (checks.non_finite(positions=frame.positions, energy=res["energy"], forces=res["forces"])
+                  or checks.collapse(calc.last_min_distance))
+        if not reason and np.isfinite(checks.t_max):
             v = np.asarray(sysm.lmp.numpy.extract_atom("v"))[: len(masses)]
             tags = np.asarray(sysm.lmp.numpy.extract_atom("id")).ravel()[: len(masses)].astype(int) - 1
             ekin = 0.5 * float((masses[tags, None] * v**2).sum()) * mvv2e
-            t_kin = 2.0 * ekin / (3.0 * len(masses) * units.kB)
-            if not np.isfinite(t_kin) or t_kin > t_max:
-                state.update(reason=f"blowup: runaway temperature {t_kin:.0f} K > {max_temperature_factor:g} x "
-                                    f"{temperature:g} K", step=step)
-                return True
+            reason = checks.runaway(2.0 * ekin / (3.0 * len(masses) * units.kB))
+        if reason:
+            state.update(reason=f"blowup: {reason}", step=step)
+            return True
         stop = False
         if "gamma" in res and calc.grade_next:
             stop = monitor.observe(step, sysm.to_ase(frame), res["gamma"], res["gammas"], res.get("energy"))
@@ -489,3 +483,57 @@ def _run_external(atoms, active_set, monitor, steps, timestep_fs, grade_every, f
             log.warning("LAMMPS stopped at step %d, the stop condition was met at step %d", last, state["step"])
         return last, state["reason"]
     return last, "completed" if last >= steps else f"stopped at step {last}"
+
+
+def sample_unwrapped_positions(atoms: Atoms, mtp_path: str | os.PathLike, temperature: float, steps: int,
+                               sample_every: int, timestep_fs: float = 0.5, seed: int = 0,
+                               max_temperature_factor: float = 5.0) -> tuple[np.ndarray, str]:
+    """NVT MD of ``atoms`` with the native ``pair_style mtp`` (no grading), for transport properties such as the
+    MSD: the unwrapped positions (LAMMPS ``xu yu zu``, rotated back into the caller's frame) of every atom every
+    ``sample_every`` steps, starting with step 0. Same thermostat and initial velocities as :func:`run_lammps_md`.
+
+    Returns (positions of shape (n_samples, n_atoms, 3), status): ``"completed"`` or ``"blowup: ..."`` (the
+    positions sampled before it are kept)."""
+    from alkit.lammps import plugin_path
+
+    if int(sample_every) < 1 or int(steps) < 1:
+        raise ConfigError(f"steps and sample_every must be >= 1, got {steps} and {sample_every}")
+    atoms = _initial_velocities(atoms, temperature, seed)
+    checks = BlowupCheck(temperature, max_temperature_factor, 0.0)  # no grade compute: no distance check
+    with _System(atoms, None, timestep_fs=timestep_fs, velocities=True) as sysm:
+        lmp = sysm.lmp
+        lmp.commands_list([
+            f"plugin load {plugin_path()}",
+            f"pair_style mtp {Path(mtp_path).resolve()}",
+            f"pair_coeff * * {' '.join(sysm.elements)}",
+            *_thermostat("nvt", temperature, timestep_fs, 0.0, seed),
+            "compute alkit_xu all property/atom xu yu zu",
+        ])
+        n = len(sysm.numbers)
+
+        def unwrapped() -> np.ndarray:
+            xu = np.array(lmp.numpy.extract_compute("alkit_xu", 1, 2), dtype=float)[:n]
+            tag = np.array(lmp.numpy.extract_atom("id")).ravel()[:n].astype(int) - 1
+            pos = np.empty_like(xu)
+            pos[tag] = xu
+            return pos @ sysm.rot.T
+
+        frames, status, done = [], "completed", 0
+        try:
+            lmp.command("run 0")  # set-up; step 0's positions as LAMMPS holds them (wrapped into its box)
+            frames.append(unwrapped())
+            while done < int(steps):
+                k = min(int(sample_every), int(steps) - done)
+                lmp.command(f"run {k} pre no post no")
+                done += k
+                pos = unwrapped()
+                reason = (checks.non_finite(positions=pos, energy=float(lmp.get_thermo("pe")))
+                          or checks.runaway(float(lmp.get_thermo("temp"))))
+                if reason:
+                    status = f"blowup: {reason} (step {done})"
+                    break
+                frames.append(pos)
+        except Exception as exc:  # LAMMPS raises a plain Exception ("ERROR: Lost atoms ...")
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            status = f"blowup: LAMMPS error at step {done}: {msg}"
+    return np.array(frames), status

@@ -484,16 +484,9 @@ def generate_mtp(
     The file holds no coefficients; motep's trainer initialises them.
     """
     level = _check_level(level)
-    species = list(species)
-    if not species:
-        raise ConfigError("an MTP needs at least one species")
-    if len(set(species)) != len(species):
-        raise ConfigError(f"species listed twice: {species}")
-    from ase.data import atomic_numbers
+    from alkit._util import species_symbols
 
-    unknown = [s for s in species if s not in atomic_numbers]
-    if unknown:
-        raise ConfigError(f"unknown chemical symbol(s): {unknown}")
+    species = species_symbols(species, ConfigError)
     if not (0 <= float(min_dist) < float(cutoff)):
         raise ConfigError(f"need 0 <= min_dist < cutoff, got min_dist={min_dist}, cutoff={cutoff}")
     if int(radial_basis_size) < 2:

@@ -25,16 +25,13 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
+from alkit._util import species_numbers
 from alkit.errors import ConfigError, InputError
-from alkit.explore import GammaMonitor  # noqa: F401 (re-exported: the LAMMPS engine and tests use it from here)
+from alkit.explore import GammaMonitor, MDStop, run_graded_md
 from alkit.mtp.engine import MTPCalculator
-from alkit.mtp.grade import (
-    NEIGHBORHOOD,
-    ActiveSet,
-    check_atoms,
-    file_sha256,
-    normalize_species,
-)
+from alkit.mtp.grade import ActiveSet, check_atoms, file_sha256
+from alkit.mtp.lammps_engine import require_lammps_cell, run_lammps_md
+from alkit.scenarios import check_md_settings, require_periodic
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +74,7 @@ def _resolve_active_set(active_set, mtp_path, species) -> ActiveSet:
             raise InputError(f"potential file {mtp_path} does not exist")
         if file_sha256(mtp_path) != active_set.mtp_sha256:
             raise InputError(f"active set was built for a different potential than {mtp_path} (SHA-256 differs)")
-    if species is not None and normalize_species(species) != list(active_set.species):
+    if species is not None and species_numbers(species, InputError) != list(active_set.species):
         raise InputError(
             f"species {list(species)} differ from the active set's species (atomic numbers {active_set.species})"
         )
@@ -113,25 +110,20 @@ def run_mtp_md(
     t0 = time.perf_counter()
     if engine not in ENGINES:
         raise ConfigError(f"MD engine {engine!r} is not one of {ENGINES}")
-    if ensemble not in ("nvt", "npt"):
-        raise ConfigError(f"ensemble {ensemble!r} is not 'nvt' or 'npt'")
+    check_md_settings(temperature, ensemble, steps, timestep_fs)
     if not (np.isfinite(gamma_select) and np.isfinite(gamma_break) and gamma_select >= 1.0 and gamma_break >= 1.0):
         raise ConfigError(f"gamma thresholds must be finite and >= 1, got select={gamma_select}, break={gamma_break}")
     if gamma_select > gamma_break:
         raise ConfigError(f"gamma_select ({gamma_select}) must not exceed gamma_break ({gamma_break})")
     if int(grade_every) < 1:
         raise ConfigError(f"grade_every must be >= 1, got {grade_every}")
-    if int(steps) < 0:
-        raise ConfigError(f"steps must be >= 0, got {steps}")
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ConfigError(f"temperature must be > 0 K, got {temperature}")
     steps, grade_every = int(steps), int(grade_every)
     aset = _resolve_active_set(active_set, mtp_path, species)
     check_atoms(atoms, aset.species, collapse_distance(aset), name=f"starting structure of {scenario_id or 'the run'}")
-    if engine == "lammps" and not all(atoms.pbc):
-        raise InputError("the LAMMPS engine needs a fully periodic cell; use engine='ase' for this structure")
-    if ensemble == "npt" and not all(atoms.pbc):
-        raise InputError("NpT needs a fully periodic cell")
+    if engine == "lammps":
+        require_lammps_cell(atoms)
+    if ensemble == "npt":
+        require_periodic(atoms, "NpT", InputError)
     monitor = GammaMonitor(gamma_select, gamma_break, max_collect, scenario_id)
 
     with _single_threaded_blas():
@@ -142,8 +134,6 @@ def run_mtp_md(
                                  time.perf_counter() - t0, engine, monitor.graded)
 
         if engine == "lammps":
-            from alkit.mtp.lammps_engine import run_lammps_md
-
             steps_done, reason = run_lammps_md(
                 atoms, aset, monitor, temperature=temperature, steps=steps, ensemble=ensemble,
                 timestep_fs=timestep_fs, pressure_gpa=pressure_gpa, seed=seed, grade_every=grade_every,
@@ -190,30 +180,17 @@ def collapse_distance(aset: ActiveSet) -> float:
 
 
 def _run_ase(atoms, aset, monitor, temperature, steps, ensemble, timestep_fs, pressure_gpa, seed, grade_every,
-             max_temperature_factor) -> tuple[int, str]:
-    from alkit.md import run_md
-
+             max_temperature_factor) -> MDStop:
+    """ASE MD with the grading calculator: the grade comes from the same evaluation as the forces, on every
+    ``grade_every``-th step."""
     calc = MTPCalculator(active_set=aset, grade_next=(1 % grade_every == 0), on_close_atoms="ignore")
-    state = {"gamma_stop": None}
 
-    def on_step(step: int, live: Atoms) -> bool:
+    def grade(step: int, live: Atoms):
         res = calc.results
-        if "gamma" in res and calc.grade_next:
-            if monitor.observe(step, live, res["gamma"], res["gammas"], res.get("energy")):
-                state["gamma_stop"] = step
-                return False
+        graded = "gamma" in res and calc.grade_next
         calc.grade_next = (step + 1) % grade_every == 0
-        return True
+        return (res["gamma"], res["gammas"], res.get("energy")) if graded else None
 
-    md = run_md(
-        atoms, calc, temperature=temperature, ensemble=ensemble, steps=steps, timestep_fs=timestep_fs,
-        snapshot_interval=max(1, steps), pressure_gpa=pressure_gpa, seed=seed, on_step=on_step,
-        max_temperature_factor=max_temperature_factor, min_distance=collapse_distance(aset),
-    )
-    if state["gamma_stop"] is not None:
-        return int(state["gamma_stop"]), "gamma"
-    if md.status == "blowup":
-        return int(md.steps_done) + 1, f"blowup: {md.reason}"
-    if md.status == "completed" and md.steps_done >= steps:
-        return steps, "completed"
-    return int(md.steps_done), f"{md.status}: {md.reason}"
+    return run_graded_md(atoms, calc, monitor, grade, temperature=temperature, ensemble=ensemble, steps=steps,
+                         timestep_fs=timestep_fs, pressure_gpa=pressure_gpa, seed=seed,
+                         max_temperature_factor=max_temperature_factor, min_distance=collapse_distance(aset))

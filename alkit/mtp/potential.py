@@ -276,7 +276,7 @@ class MTPPotential:
 
     def resolve_species(self, species: Sequence[str] | None = None) -> list[str]:
         """The species in type order: the given ones (checked against the tag and ``species_count``) or the tag's."""
-        from ase.data import atomic_numbers, chemical_symbols
+        from alkit._util import species_symbols
 
         src = self.source or "the potential"
         tagged = self.tag_species
@@ -285,17 +285,7 @@ class MTPPotential:
                 raise ConfigError(f"{src} does not record its species (an MLIP-2 file knows only type indices); "
                                   f"give them in type order, e.g. species=['Ti', 'H'] / --species Ti H")
             species = tagged
-        out = []
-        for s in species:
-            if isinstance(s, (int, np.integer)):
-                if not 0 < int(s) < len(chemical_symbols):
-                    raise ConfigError(f"unknown atomic number {s}")
-                s = chemical_symbols[int(s)]
-            if str(s) not in atomic_numbers:
-                raise ConfigError(f"unknown chemical symbol {s!r}")
-            out.append(str(s))
-        if len(set(out)) != len(out):
-            raise ConfigError(f"species listed twice: {out}")
+        out = species_symbols(species, ConfigError)
         if len(out) != self.species_count:
             raise ConfigError(f"{src} has species_count = {self.species_count} but {len(out)} species were given: {out}")
         if tagged is not None and tagged != out:
@@ -412,8 +402,9 @@ class MTPPotential:
     # ---- motep (the oracle and second engine) ----------------------------------------------------------------
     def to_motep(self, species: Sequence[str] | None = None):
         """The same potential as motep's ``MTPData`` (for motep's engines and trainer)."""
-        from ase.data import atomic_numbers
         from motep.potentials.mtp.data import BasisData, MTPData
+
+        from alkit._util import species_numbers
 
         d = MTPData(
             version=self.version, potential_name=self.potential_name, scaling=float(self.scaling),
@@ -430,7 +421,7 @@ class MTPPotential:
             moment_coeffs=None if self.moment_coeffs is None else self.moment_coeffs.copy(),
         )
         if species is not None:
-            d.species = [atomic_numbers[s] for s in self.resolve_species(species)]
+            d.species = species_numbers(self.resolve_species(species))
         return d
 
     @classmethod

@@ -12,8 +12,11 @@ Usage: ``alkit run ti_h --preset quick --mode direct`` (or ``--mode scratch`` fo
 """
 from __future__ import annotations
 
+from ase import Atoms
+
 from alkit.campaign import ALConfig
-from alkit.systems.ti_h import ti_h_scenarios
+from alkit.systems.ti_h import ti_h_bulk, ti_h_scenarios
+from alkit.validate import MDSystem, ValidationSpec
 
 PRESETS = {
     "quick": "31 small Ti-H scenarios at 300/1000 K, CHGNet labels, MTP level 12 fitted to convergence (~11 min pool MD + 10-15 min AL on 2 cores)",
@@ -56,3 +59,52 @@ def build(preset: str, mode: str) -> ALConfig:
             max_collect_per_scenario=5, executor="serial", n_workers=1,
         )
     raise ValueError(f"unknown preset {preset!r}")
+
+
+def _cell(phase: str, n_h: int, supercell: tuple[int, int, int]) -> tuple[str, Atoms]:
+    """A bulk Ti-H validation cell with ``n_h`` interstitial H (named e.g. ``hcp-Ti36H2``), bare of site arrays."""
+    n_ti = 2 * supercell[0] * supercell[1] * supercell[2]  # hcp, bcc and fcc cells hold 2 Ti per unit cell
+    a = ti_h_bulk(phase, n_h / n_ti, supercell=supercell, seed=7)  # seed 7: not a campaign structure
+    return f"{phase}-Ti{n_ti}H{n_h}", Atoms(a.numbers, positions=a.positions, cell=a.cell, pbc=True)
+
+
+def validation(preset: str) -> ValidationSpec | None:
+    """Post-AL validation (``alkit validate``): the paper's test set -- labeller MD of hcp Ti36H2, bcc Ti36H36 and
+    fcc Ti36H72 at 1000 K and fcc at 3000 K, 400 snapshots -- at the preset's scale, and H diffusion in the same
+    three phases (published Ea: paper's MTP-DIRECT 0.42 / 0.14 / 0.91 eV, experiment 0.45 / 0.15 / 0.92 eV)."""
+    refs = {"hcp": {"paper MTP-DIRECT": 0.42, "experiment": 0.45},
+            "bcc": {"paper MTP-DIRECT": 0.14, "experiment": 0.15},
+            "fcc": {"paper MTP-DIRECT": 0.91, "experiment": 0.92}}
+    if preset == "tiny":  # plumbing only: 6 test structures, 200-step diffusion runs, one short labeller run
+        cells = [_cell("hcp", 2, (2, 2, 1)), _cell("bcc", 2, (2, 2, 1))]
+        return ValidationSpec(
+            test_systems=[MDSystem(n, a, (300.0,)) for n, a in cells],
+            test_steps=12, test_snapshot_interval=4, test_snapshots=3,
+            diffusion_systems=[MDSystem(n, a, (600.0, 900.0), labeller_temperatures=(900.0,) if n.startswith("bcc")
+                                        else ()) for n, a in cells],
+            diffusion_steps=200, diffusion_sample_interval=5, labeller_diffusion_steps=30,
+            references={n: refs[n.split("-")[0]] for n, _ in cells})
+    # (supercell, number of H) of the hcp / bcc / fcc cells
+    q = {"hcp": ((2, 2, 2), 2), "bcc": ((2, 2, 2), 16), "fcc": ((2, 2, 2), 32)}
+    sizes = {"quick": q, "workstation": q | {"hcp": ((3, 3, 2), 2)},
+             "paper": {"hcp": ((3, 3, 2), 2), "bcc": ((3, 3, 2), 36), "fcc": ((3, 3, 2), 72)}}
+    if preset not in sizes:
+        return None
+    cells = {p: _cell(p, n, sc) for p, (sc, n) in sizes[preset].items()}
+    test_t = {"hcp": (1000.0,), "bcc": (1000.0,), "fcc": (1000.0, 3000.0)}
+    diff_t = {"hcp": (800.0, 1000.0, 1200.0, 1400.0), "bcc": (600.0, 800.0, 1000.0, 1200.0),
+              "fcc": (1200.0, 1400.0, 1600.0, 1800.0)}
+    # labeller MD where it is affordable: the fast-diffusing bcc phase at its two highest temperatures
+    lab_t = {"hcp": (), "bcc": (1000.0, 1200.0), "fcc": ()}
+    md = {  # test_steps, snapshot interval, snapshots per trajectory, diffusion steps, sample interval, labeller steps
+        "quick": (600, 10, 25, 20000, 20, 4000),  # 100 test structures, 10-ps MTP runs, 2-ps CHGNet runs
+        "workstation": (1200, 10, 100, 40000, 20, 6000),  # 400 test structures, 20-ps MTP runs, 3-ps CHGNet runs
+        "paper": (4000, 20, 100, 200000, 50, 20000),  # 400 AIMD snapshots, 100-ps MTP runs, 10-ps AIMD (cluster)
+    }[preset]
+    return ValidationSpec(
+        test_systems=[MDSystem(cells[p][0], cells[p][1], test_t[p]) for p in cells],
+        test_steps=md[0], test_snapshot_interval=md[1], test_snapshots=md[2],
+        diffusion_systems=[MDSystem(cells[p][0], cells[p][1], diff_t[p], labeller_temperatures=lab_t[p])
+                           for p in cells],
+        diffusion_steps=md[3], diffusion_sample_interval=md[4], labeller_diffusion_steps=md[5],
+        references={cells[p][0]: refs[p] for p in cells})
