@@ -21,6 +21,7 @@ from alkit.validate import MDSystem, ValidationSpec
 PRESETS = {
     "quick": "31 small Ti-H scenarios at 300/1000 K, CHGNet labels, MTP level 12 fitted to convergence (~11 min pool MD + 10-15 min AL on 2 cores)",
     "paper": "the paper's 274 scenarios, GPAW PBE labels, MTP level 20 fitted to convergence, LAMMPS MD (cluster scale)",
+    "workstation": "37 Ti-H scenarios of <= 32 atoms at 300/1000/3000 K (4 phases x 2 H contents, a GB per phase, eps-TiH2, H2), 2-ps MTP MD (LAMMPS), level 16 to convergence, CHGNet labels (sized for ~45 min of AL per campaign on 2 cores; not yet run)",
     "tiny": "4 scenarios (hcp/bcc Ti8 and Ti8H2) at 300 K, CHGNet labels, MTP level 6 fitted to convergence (tests, minutes)",
 }
 
@@ -36,6 +37,26 @@ def build(preset: str, mode: str) -> ALConfig:
             mtp_level=20, cutoff=5.0, loss_weights=(1.0, 0.01, 0.0), bfgs_maxiter=1000, fit_threads=8,
             gamma_select=3.0, gamma_break=3.0, explore_engine="lammps", al_budget=50, max_iterations=40,
             executor="dask", n_workers=32,
+        )
+    if preset == "workstation":
+        # Sized from measured rates on 2 cores (README benchmarks): M3GNet ~25 steps/s per core for ~32 atoms, so the
+        # 37 x 1,000-step pool trajectories take ~12 min (run once, shared by all campaigns of a comparison); level-16
+        # MTP MD in LAMMPS runs a 4,000-step scenario of <= 32 atoms in well under a minute, so one exploration of
+        # every scenario is <= ~10 min on 2 workers; a converged level-16 fit of ~200 cells of ~30 atoms is ~2-4 min.
+        # That gives ~3-4 AL iterations in 45 min; the 3000 K runs are where scratch AL is expected to need more.
+        ws = dict(h_per_ti=(0.125, 1.0),
+                  supercells={"hcp": (2, 2, 2), "bcc": (2, 2, 2), "fcc": (2, 2, 2), "omega": (2, 2, 1)},
+                  gbs={"hcp": ["twist"], "bcc": ["tilt"], "fcc": ["tilt"]}, gb_h_per_ti=(0.125,),
+                  gb_min_separation=4.0, epsilon_supercell=(2, 2, 2), h2_supercell=(2, 2, 1),
+                  temperatures=(300.0, 1000.0, 3000.0))
+        pool = ti_h_scenarios("quick", steps=1000, snapshot_interval=10, **ws)
+        explore = ti_h_scenarios("quick", steps=4000, snapshot_interval=100, **ws)
+        return ALConfig(
+            name="ti_h-workstation", species=["Ti", "H"], scenarios=explore, pool_scenarios=pool, mode=mode,
+            pool_potential="m3gnet", encoder="m3gnet", n_clusters=80, k=1,
+            labeller="chgnet", mtp_level=16, cutoff=5.0, loss_weights=(1.0, 0.01, 0.0),
+            gamma_select=3.0, gamma_break=3.0, explore_engine="lammps", al_budget=20, max_iterations=15,
+            max_collect_per_scenario=10, executor="process", n_workers=2, post_validation=True,
         )
     if preset == "quick":
         pool = ti_h_scenarios("quick", steps=300, snapshot_interval=10)
