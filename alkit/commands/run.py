@@ -9,7 +9,7 @@ def _run(args) -> int:
     from alkit.recipe import build_config
 
     cfg = build_config(args.recipe, preset=args.preset, mode=args.mode)
-    for key in ("executor", "n_workers", "max_iterations", "labeller"):
+    for key in ("executor", "n_workers", "max_iterations", "labeller", "seed"):
         val = getattr(args, key, None)
         if val is not None:
             setattr(cfg, key, val)
@@ -46,7 +46,7 @@ def register(sub) -> None:
                        description="Start a campaign, or resume the one in --run-dir (a resume must use the stored "
                                    "configuration; only the executor, workers, timeouts and --max-iterations may "
                                    "change).")
-    p.add_argument("recipe", help="recipe name in recipes/ (e.g. ti_h) or path to a recipe script")
+    p.add_argument("recipe", help="a shipped recipe (e.g. ti_h), ./recipes/<name>.py, or the path of a recipe script")
     p.add_argument("--preset", default=None, help="recipe preset (default: the recipe's first)")
     p.add_argument("--run-dir", default=None, help="run directory (default: runs/<name>-<mode>)")
     p.add_argument("--mode", choices=("direct", "scratch"), default="direct",
@@ -55,6 +55,9 @@ def register(sub) -> None:
     p.add_argument("--workers", dest="n_workers", type=int, default=None)
     p.add_argument("--max-iterations", type=int, default=None)
     p.add_argument("--labeller", default=None, help="override the recipe's labeller (chgnet, gpaw, vasp, module:Name)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="campaign seed (MD velocities, radial-basis start, DIRECT); repeated campaigns for "
+                        "`alkit compare` differ only by it")
     p.set_defaults(func=_run)
 
     s = sub.add_parser("status", help="summary of where a campaign stands")
