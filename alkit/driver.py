@@ -274,12 +274,11 @@ class ActiveLearningDriver:
                                     model_dir=self.config.model_dir).fit()
         return self._enc
 
-    def _features(self, structures) -> np.ndarray:
+    def _features(self, structures, iteration: int) -> np.ndarray:
         """Encode structures with the campaign's encoder and store their features (add_structures fills in the
         features of structures already stored, matched by hash)."""
         X = np.asarray(self._encoder().transform(structures), dtype=np.float32)
-        self.store.add_structures(structures, source="al", iteration=int(self.store.get_state("iteration", 0)),
-                                  features=X)
+        self.store.add_structures(structures, source="al", iteration=iteration, features=X)
         return X
 
     def _sampler(self):
@@ -509,7 +508,7 @@ class ActiveLearningDriver:
             with self._stage(it, "select", wall):
                 structures = self.store.atoms(cand)
                 context = SelectionContext(iteration=it, model_dir=self.iter_dir(it), backend=self.backend,
-                                           features=self._features, sampler=self._sampler)
+                                           features=lambda s: self._features(s, it), sampler=self._sampler)
                 idx = self.selector.select(structures, cfg.al_budget, context)
                 chosen = [cand[int(i)] for i in idx]
                 self.store.mark_selected(chosen, iteration=it + 1, reason=f"al-{self.selector.name}")
