@@ -21,7 +21,6 @@ from alkit._util import species_symbols
 from alkit.scenarios import Scenario, check_scenario_set
 
 MODES = ("direct", "scratch")
-RESELECT = ("direct", "maxvol")
 #: Fields that may differ between the stored configuration and a resume: they change how (or how long) the work is
 #: done, never what it produces.
 SAFE_TO_CHANGE = frozenset({"max_iterations", "n_workers", "executor", "dask_address", "label_timeout", "model_dir",

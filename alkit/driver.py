@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from alkit.campaign import MODES, RESELECT, ALConfig, format_changes, resume_changes  # noqa: F401 (re-exported)
+from alkit.campaign import MODES, ALConfig, format_changes, resume_changes  # noqa: F401 (re-exported)
 from alkit.errors import AlkitError, ConfigError
 from alkit.events import EventLog, read_events
 from alkit.scenarios import Scenario, load_scenarios, save_scenarios
