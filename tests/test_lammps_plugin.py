@@ -114,7 +114,8 @@ def test_grade_equals_the_python_active_set(tih, tmp_path, mode, parameters):
     aset = ActiveSet.fit(pot, train, SPECIES, mode=mode, parameters=parameters)
     aset.save(tmp_path / "state.als")
     probe = train[30].copy()
-    probe.set_cell(probe.cell.array * 0.95, scale_atoms=True)  # extrapolative: gamma > 1
+    # compressed by 10 % (extrapolative: gamma > 1 for every fit; at 5 % the linear nbh grade is ~1, fit-dependent)
+    probe.set_cell(probe.cell.array * 0.90, scale_atoms=True)
     out = evaluate(tmp_path, probe, pot, als=tmp_path / "state.als")
     gamma, per_atom = aset.grade(probe)
     assert gamma > 1.0

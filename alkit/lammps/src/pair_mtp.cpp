@@ -198,12 +198,14 @@ void PairMTP::read_active_set() {
     error->all(FLERR, "pair_style mtp: active set {} has {} parameters, the potential {}", als_file_, p, expect);
   const size_t need = 8 * (2 * size_t(p) * p + 2 * size_t(p));
   if (raw.size() - (b + 1) != need) error->all(FLERR, "pair_style mtp: active-set file {} is truncated", als_file_);
-  inv_.assign(size_t(p) * p, 0.0);
-  std::memcpy(inv_.data(), raw.data() + b + 1 + 8 * size_t(p) * p, 8 * size_t(p) * p);  // x86/arm: little endian
+  ld_ = (p + 7) & ~7;
+  inv_.assign(size_t(p) * ld_, 0.0);
+  const char *src = raw.data() + b + 1 + 8 * size_t(p) * p;
+  for (int l = 0; l < p; ++l)  // x86/arm: little endian
+    std::memcpy(&inv_[size_t(l) * ld_], src + 8 * size_t(l) * p, 8 * size_t(p));
   p_ = p;
-  row_.assign(p, 0.0);
-  rowsum_.assign(p, 0.0);
-  c_.assign(p, 0.0);
+  row_.assign(ld_, 0.0);
+  rowsum_.assign(ld_, 0.0);
 }
 
 void PairMTP::init_style() {
@@ -225,7 +227,11 @@ void PairMTP::grade_row(int ti, int nn, double *row) {
   if (rows_ == 2) alkit::site_radial_jacobian(B, nn, work_, row + B.radial_index(ti, 0, 0, 0));
 }
 
-double PairMTP::gamma_of_row(const double *row) { return alkit::row_grade(row, inv_.data(), p_, c_.data()); }
+double PairMTP::gamma_of_row(const double *row) {
+  double g = 0.0;
+  alkit::rows_grade(row, 1, ld_, inv_.data(), p_, &g);
+  return g;
+}
 
 void PairMTP::compute(int eflag, int vflag) {
   ev_init(eflag, vflag);
@@ -257,8 +263,15 @@ void PairMTP::compute(int eflag, int vflag) {
     memory->create(gamma_atom_, gamma_nmax_, "pair:mtp:gamma");
   }
   if (grade && cfg_mode_) std::fill(rowsum_.begin(), rowsum_.end(), 0.0);
-  double local_gmax = 0.0, local_mind = INFINITY, local_bad = 0.0, n_sites = 0.0;
+  double local_gmax = 0.0, local_mind2 = INFINITY, local_bad = 0.0, n_sites = 0.0;
   const int inum = list->inum;
+  int n_rows = 0;
+  if (grade && !cfg_mode_ && rowsbuf_.size() < size_t(inum) * ld_) {
+    rowsbuf_.resize(size_t(inum) * ld_);
+    gbuf_.resize(inum);
+    rowatom_.resize(inum);
+  }
+  if (int(tcount_.size()) != B.n_species + 1) tcount_.assign(B.n_species + 1, 0);
   const int *ilist = list->ilist, *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
   for (int ii = 0; ii < inum; ++ii) {
@@ -268,26 +281,41 @@ void PairMTP::compute(int eflag, int vflag) {
     n_sites += 1.0;
     const int *jlist = firstneigh[i];
     const int jnum = numneigh[i];
-    // neighbours within the cutoff, grouped by MTP type (the kernels want them sorted by type)
-    vec_.clear();
-    nbr_.clear();
-    ntype_.clear();
-    for (int t = 0; t < B.n_species; ++t) {
-      for (int jj = 0; jj < jnum; ++jj) {
-        const int j = jlist[jj] & NEIGHMASK;
-        if (type_map_[type[j]] != t) continue;
-        const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-        const double r2 = dx * dx + dy * dy + dz * dz;
-        if (r2 >= rc2) continue;
-        vec_.push_back(dx);
-        vec_.push_back(dy);
-        vec_.push_back(dz);
-        nbr_.push_back(j);
-        ntype_.push_back(t);
-        local_mind = std::min(local_mind, std::sqrt(r2));
-      }
+    // neighbours within the cutoff (one pass over the skin list), then grouped by MTP type in list order (the
+    // kernels want them sorted by type)
+    cj_.clear();
+    ct_.clear();
+    cvec_.clear();
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
+    std::fill(tcount_.begin(), tcount_.end(), 0);
+    for (int jj = 0; jj < jnum; ++jj) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const int t = type_map_[type[j]];
+      if (t < 0) continue;
+      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
+      const double r2 = dx * dx + dy * dy + dz * dz;
+      if (r2 >= rc2) continue;
+      local_mind2 = std::min(local_mind2, r2);
+      cj_.push_back(j);
+      ct_.push_back(t);
+      cvec_.push_back(dx);
+      cvec_.push_back(dy);
+      cvec_.push_back(dz);
+      ++tcount_[t + 1];
     }
-    const int nn = int(nbr_.size());
+    const int nn = int(cj_.size());
+    for (int t = 0; t < B.n_species; ++t) tcount_[t + 1] += tcount_[t];
+    if (int(nbr_.size()) < nn) {
+      nbr_.resize(nn);
+      ntype_.resize(nn);
+      vec_.resize(3 * size_t(nn));
+    }
+    for (int c = 0; c < nn; ++c) {
+      const int at = tcount_[ct_[c]]++;
+      nbr_[at] = cj_[c];
+      ntype_[at] = ct_[c];
+      for (int d = 0; d < 3; ++d) vec_[3 * size_t(at) + d] = cvec_[3 * size_t(c) + d];
+    }
     work_.reserve(B, nn);
     if (pair_grad_.size() < 3 * size_t(nn)) pair_grad_.resize(3 * size_t(nn));
     alkit::site_geometry(B, theta, ti, nn, vec_.data(), ntype_.data(), work_);
@@ -327,12 +355,17 @@ void PairMTP::compute(int eflag, int vflag) {
       if (cfg_mode_) {
         grade_row(ti, nn, row_.data());
         for (int k = 0; k < p_; ++k) rowsum_[k] += row_[k];
-      } else {
-        grade_row(ti, nn, row_.data());
-        const double g = gamma_of_row(row_.data());
-        gamma_atom_[i] = g;
-        local_gmax = std::max(local_gmax, g);
+      } else {  // graded together after the loop (rows_grade)
+        grade_row(ti, nn, &rowsbuf_[size_t(n_rows) * ld_]);
+        rowatom_[n_rows++] = i;
       }
+    }
+  }
+  if (n_rows > 0) {
+    alkit::rows_grade(rowsbuf_.data(), n_rows, ld_, inv_.data(), p_, gbuf_.data());
+    for (int r = 0; r < n_rows; ++r) {
+      gamma_atom_[rowatom_[r]] = gbuf_[r];
+      local_gmax = std::max(local_gmax, gbuf_[r]);
     }
   }
   if (using_buf_) {
@@ -346,7 +379,7 @@ void PairMTP::compute(int eflag, int vflag) {
   for (int i = 0; i < nlocal && local_bad == 0.0; ++i)
     if (!std::isfinite(f[i][0]) || !std::isfinite(f[i][1]) || !std::isfinite(f[i][2])) local_bad = 1.0;
   if (grade && cfg_mode_) {
-    std::vector<double> total(p_, 0.0);
+    std::vector<double> total(ld_, 0.0);
     MPI_Allreduce(rowsum_.data(), total.data(), p_, MPI_DOUBLE, MPI_SUM, world);
     double n_all = 0.0;
     MPI_Allreduce(&n_sites, &n_all, 1, MPI_DOUBLE, MPI_SUM, world);
@@ -356,7 +389,7 @@ void PairMTP::compute(int eflag, int vflag) {
     for (int ii = 0; ii < inum; ++ii) gamma_atom_[ilist[ii]] = g;
     local_gmax = g;
   }
-  double loc[3] = {grade ? local_gmax : 0.0, -local_mind, local_bad}, glob[3];
+  double loc[3] = {grade ? local_gmax : 0.0, -std::sqrt(local_mind2), local_bad}, glob[3];
   MPI_Allreduce(loc, glob, 3, MPI_DOUBLE, MPI_MAX, world);
   min_distance = -glob[1];
   nonfinite = glob[2];

@@ -47,12 +47,14 @@ class PairMTP : public Pair {
   int grade_every_ = 1;
   std::string pot_text_;
   // active set
-  int p_ = 0, rows_ = 0, cfg_mode_ = 0, energy_per_atom_ = 1;
-  std::vector<double> inv_;
+  int p_ = 0, ld_ = 0, rows_ = 0, cfg_mode_ = 0, energy_per_atom_ = 1;
+  std::vector<double> inv_;           // p x ld_ (columns past p zero), for the blocked grade kernel
   // work space (grows, never shrinks)
   alkit::Work work_;
-  std::vector<double> vec_, pair_grad_, row_, rowsum_, c_;
-  std::vector<int> nbr_, ntype_;
+  std::vector<double> vec_, pair_grad_, row_, rowsum_, cvec_;
+  std::vector<int> nbr_, ntype_, cj_, ct_, tcount_;
+  std::vector<double> rowsbuf_, gbuf_;  // basis rows of this step's graded sites (nbh mode), their grades
+  std::vector<int> rowatom_;
   double *gamma_atom_ = nullptr;
   int gamma_nmax_ = 0;
   double **fbuf_ = nullptr, **vbuf_ = nullptr;  // ghost contributions with newton off (reverse-communicated)

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -34,13 +35,21 @@ struct Basis {
     int n_species = 0, n_mu = 0, n_rb = 0;
     double rmin = 0.0, rmax = 0.0, scaling = 1.0;
     int n_moments = 0, n_basic = 0, n_scalar = 0, n_times = 0;
-    int n_mono = 0, max_pow = 0;
+    int n_mono = 0;
     std::vector<int> basic_mu, basic_mono;       // per basic moment: radial function, monomial id
-    std::vector<int> mono_a, mono_b, mono_c, mono_nu;  // unique monomials x^a y^b z^c of the unit vector
+    // Monomials x^a y^b z^c of the unit vector: those of the basic moments plus every monomial below them (the set is
+    // closed downward), ordered by degree. Each is then its parent times one unit-vector component (one multiply per
+    // neighbour), and each gradient component is a multiple of a lower monomial (d/dx x^a y^b z^c = a x^(a-1) y^b z^c),
+    // so no gradient arrays are formed: that halves the site's working set, which must stay in L1 for speed.
+    std::vector<int> mono_a, mono_b, mono_c, mono_nu;
+    std::vector<int> mono_parent, mono_axis;     // g_q = g_parent * u_axis (q > 0; q = 0 is the constant 1)
+    std::vector<int> mono_lower;                 // [q][axis]: index of the monomial one power lower, -1 if none
     std::vector<int> qk_start, qk;               // basic moments of each monomial (CSR)
     std::vector<int> t_i, t_j, t_k;              // m[k] += mult * m[i] * m[j], in file order
     std::vector<double> t_mult;
     std::vector<char> t_first;                   // entry is the first write to its moment (assign, not add)
+    struct Times { int i, j, k; double mult; };  // the same entries packed: one stream in the per-site tree sweeps
+    std::vector<Times> tree;
     std::vector<int> mapping;                    // scalar moments (multiplied by moment_coeffs)
 
     std::vector<char> written;                   // moment k is the output of some tree entry
@@ -68,24 +77,52 @@ struct Basis {
         n_moments = alpha_moments_count; n_basic = nbasic; n_times = ntimes; n_scalar = nmap;
         if (n_basic > n_moments) throw std::invalid_argument("alpha_index_basic_count > alpha_moments_count");
         basic_mu.assign(n_basic, 0); basic_mono.assign(n_basic, 0);
-        mono_a.clear(); mono_b.clear(); mono_c.clear(); mono_nu.clear();
-        max_pow = 0;
+        // the downward closure of the basic moments' monomials, sorted by (degree, a, b, c)
+        std::vector<std::array<int, 3>> monos;
+        auto add_closed = [&](std::array<int, 3> m0) {
+            std::vector<std::array<int, 3>> stack{m0};
+            while (!stack.empty()) {
+                auto m = stack.back();
+                stack.pop_back();
+                if (std::find(monos.begin(), monos.end(), m) != monos.end()) continue;
+                monos.push_back(m);
+                for (int ax = 0; ax < 3; ++ax)
+                    if (m[ax] > 0) { auto l = m; --l[ax]; stack.push_back(l); }
+            }
+        };
         for (int k = 0; k < n_basic; ++k) {
             int mu = basic[4 * k], a = basic[4 * k + 1], b = basic[4 * k + 2], c = basic[4 * k + 3];
-            if (mu < 0 || mu >= n_mu || a < 0 || b < 0 || c < 0)
+            if (mu < 0 || mu >= n_mu || a < 0 || b < 0 || c < 0 || a + b + c > 64)
                 throw std::invalid_argument("alpha_index_basic entry " + std::to_string(k) + " is out of range");
             basic_mu[k] = mu;
-            int q = -1;
-            for (size_t s = 0; s < mono_a.size(); ++s)
-                if (mono_a[s] == a && mono_b[s] == b && mono_c[s] == c) { q = int(s); break; }
-            if (q < 0) {
-                q = int(mono_a.size());
-                mono_a.push_back(a); mono_b.push_back(b); mono_c.push_back(c); mono_nu.push_back(a + b + c);
-                max_pow = std::max(max_pow, std::max(a, std::max(b, c)));
-            }
-            basic_mono[k] = q;
+            add_closed({a, b, c});
         }
-        n_mono = int(mono_a.size());
+        std::sort(monos.begin(), monos.end(), [](const std::array<int, 3>& x, const std::array<int, 3>& y) {
+            const int dx = x[0] + x[1] + x[2], dy = y[0] + y[1] + y[2];
+            return dx != dy ? dx < dy : x > y;
+        });
+        n_mono = int(monos.size());
+        auto index_of = [&](const std::array<int, 3>& m) {
+            return int(std::lower_bound(monos.begin(), monos.end(), m, [](const std::array<int, 3>& x,
+                                                                       const std::array<int, 3>& y) {
+                const int dx = x[0] + x[1] + x[2], dy = y[0] + y[1] + y[2];
+                return dx != dy ? dx < dy : x > y;
+            }) - monos.begin());
+        };
+        mono_a.assign(n_mono, 0); mono_b.assign(n_mono, 0); mono_c.assign(n_mono, 0); mono_nu.assign(n_mono, 0);
+        mono_parent.assign(n_mono, -1); mono_axis.assign(n_mono, -1); mono_lower.assign(3 * size_t(n_mono), -1);
+        for (int q = 0; q < n_mono; ++q) {
+            const auto& m = monos[q];
+            mono_a[q] = m[0]; mono_b[q] = m[1]; mono_c[q] = m[2]; mono_nu[q] = m[0] + m[1] + m[2];
+            for (int ax = 0; ax < 3; ++ax)
+                if (m[ax] > 0) {
+                    auto l = m; --l[ax];
+                    mono_lower[3 * q + ax] = index_of(l);
+                    if (mono_parent[q] < 0) { mono_parent[q] = mono_lower[3 * q + ax]; mono_axis[q] = ax; }
+                }
+        }
+        for (int k = 0; k < n_basic; ++k)
+            basic_mono[k] = index_of({basic[4 * k + 1], basic[4 * k + 2], basic[4 * k + 3]});
         qk_start.assign(n_mono + 1, 0);
         for (int k = 0; k < n_basic; ++k) ++qk_start[basic_mono[k] + 1];
         for (int q = 0; q < n_mono; ++q) qk_start[q + 1] += qk_start[q];
@@ -111,6 +148,8 @@ struct Basis {
                                             " writes a basic moment or uses a moment before it is complete");
             t_i[t] = i; t_j[t] = j; t_k[t] = k; t_mult[t] = double(mult);
         }
+        tree.resize(n_times);
+        for (int t = 0; t < n_times; ++t) tree[t] = {t_i[t], t_j[t], t_k[t], t_mult[t]};
         written.assign(n_moments, 0);
         for (int t = 0; t < n_times; ++t) written[t_k[t]] = 1;
         t_first.assign(n_times, 0);
@@ -261,8 +300,8 @@ struct Work {
     std::vector<double> d, inv, ux, uy, uz, s, dx, dy, dz;  // [cap]
     std::vector<double> T, dT, Q, dQ;                        // [n_rb][cap]: Chebyshev, basis with cutoff
     std::vector<double> f, df, X, Y;                         // [n_mu][cap]
-    std::vector<double> px, py, pz;                          // [max_pow + 1][cap]
-    std::vector<double> g, gx, gy, gz, h;                    // [n_mono][cap]
+    std::vector<double> g, h;                                // [n_mono][cap]: monomials, training tangents
+    std::vector<double> zero;                                // [cap] zeros: the "lower monomial" of a zero power
     std::vector<double> S, Sp, rad, ax, ay, az;              // [cap] scratch
     std::vector<double> m, ab, t, bb;                        // [n_moments]: moments, dV/dm, tangents, 2nd adjoints
     std::vector<double> mbar;                                // [n_basic]
@@ -282,11 +321,17 @@ struct Work {
         cap = std::max(nn, cap * 3 / 2 + 8);
         cap = (cap + 7) & ~7;
         const size_t c = size_t(cap);
-        for (auto* v : {&d, &inv, &ux, &uy, &uz, &s, &dx, &dy, &dz, &S, &Sp, &rad, &ax, &ay, &az}) v->assign(c, 0.0);
+        for (auto* v : {&d, &inv, &ux, &uy, &uz, &s, &dx, &dy, &dz, &S, &Sp, &rad, &ax, &ay, &az, &zero})
+            v->assign(c, 0.0);
         for (auto* v : {&T, &dT, &Q, &dQ}) v->assign(c * B.n_rb, 0.0);
         for (auto* v : {&f, &df, &X, &Y}) v->assign(c * B.n_mu, 0.0);
-        for (auto* v : {&px, &py, &pz}) v->assign(c * (B.max_pow + 1), 0.0);
-        for (auto* v : {&g, &gx, &gy, &gz, &h}) v->assign(c * std::max(B.n_mono, 1), 0.0);
+        for (auto* v : {&g, &h}) v->assign(c * std::max(B.n_mono, 1), 0.0);
+    }
+    // row of the monomial one power of `axis` below q (zeros if q has no power of it): grad_u g_q = sum_axis
+    // power_axis(q) * lower(q, axis) e_axis
+    const double* lower(const Basis& B, int q, int axis) const {
+        const int l = B.mono_lower[3 * size_t(q) + axis];
+        return l < 0 ? zero.data() : g.data() + size_t(l) * cap;
     }
 };
 
@@ -308,7 +353,7 @@ struct Work {
 // radial functions f_mu = sum_b c[ti][tj][mu][b] Q_b, monomials of the unit vector and their gradients.
 ALKIT_HOT static void site_geometry(const Basis& B, const double* theta, int ti, int nn, const double* rv,
                                     const int* tj, Work& w) {
-    const int cap = w.cap, nrb = B.n_rb, nmu = B.n_mu, nmono = B.n_mono, P = B.max_pow;
+    const int cap = w.cap, nrb = B.n_rb, nmu = B.n_mu, nmono = B.n_mono;
     const double span = B.rmax - B.rmin, ds = 2.0 / span, rsum = B.rmin + B.rmax, R = B.rmax, sc = B.scaling;
     double* __restrict d = w.d.data();
     double* __restrict inv = w.inv.data();
@@ -385,49 +430,18 @@ ALKIT_HOT static void site_geometry(const Basis& B, const double* theta, int ti,
             }
         }
     }
-    // powers of the unit vector components and the monomials
-    double* __restrict px = w.px.data();
-    double* __restrict py = w.py.data();
-    double* __restrict pz = w.pz.data();
-    for (int n = 0; n < nn; ++n) { px[n] = 1.0; py[n] = 1.0; pz[n] = 1.0; }
-    for (int p = 1; p <= P; ++p) {
-        ALKIT_SIMD
-        for (int n = 0; n < nn; ++n) {
-            px[p * cap + n] = px[(p - 1) * cap + n] * ux[n];
-            py[p * cap + n] = py[(p - 1) * cap + n] * uy[n];
-            pz[p * cap + n] = pz[(p - 1) * cap + n] * uz[n];
-        }
+    // monomials of the unit vector, each its parent times one component (ordered by degree; q = 0 is 1)
+    if (nmono > 0) {
+        double* g0 = w.g.data();
+        for (int n = 0; n < nn; ++n) g0[n] = 1.0;
     }
-    for (int q = 0; q < nmono; ++q) {
-        const int a = B.mono_a[q], b = B.mono_b[q], c = B.mono_c[q];
-        const double* xa = px + a * cap; const double* yb = py + b * cap; const double* zc = pz + c * cap;
-        double* gq = w.g.data() + q * cap;
-        double* gxq = w.gx.data() + q * cap;
-        double* gyq = w.gy.data() + q * cap;
-        double* gzq = w.gz.data() + q * cap;
+    const double* axes[3] = {ux, uy, uz};
+    for (int q = 1; q < nmono; ++q) {
+        const double* __restrict gp = w.g.data() + size_t(B.mono_parent[q]) * cap;
+        const double* __restrict u = axes[B.mono_axis[q]];
+        double* __restrict gq = w.g.data() + size_t(q) * cap;
         ALKIT_SIMD
-        for (int n = 0; n < nn; ++n) gq[n] = xa[n] * yb[n] * zc[n];
-        if (a) {
-            const double* xa1 = px + (a - 1) * cap;
-            ALKIT_SIMD
-            for (int n = 0; n < nn; ++n) gxq[n] = a * xa1[n] * yb[n] * zc[n];
-        } else {
-            for (int n = 0; n < nn; ++n) gxq[n] = 0.0;
-        }
-        if (b) {
-            const double* yb1 = py + (b - 1) * cap;
-            ALKIT_SIMD
-            for (int n = 0; n < nn; ++n) gyq[n] = b * xa[n] * yb1[n] * zc[n];
-        } else {
-            for (int n = 0; n < nn; ++n) gyq[n] = 0.0;
-        }
-        if (c) {
-            const double* zc1 = pz + (c - 1) * cap;
-            ALKIT_SIMD
-            for (int n = 0; n < nn; ++n) gzq[n] = c * xa[n] * yb[n] * zc1[n];
-        } else {
-            for (int n = 0; n < nn; ++n) gzq[n] = 0.0;
-        }
+        for (int n = 0; n < nn; ++n) gq[n] = gp[n] * u[n];
     }
 }
 
@@ -444,7 +458,7 @@ ALKIT_HOT static double site_moments(const Basis& B, const double* theta, int ti
         m[k] = acc;
     }
     for (int k = B.n_basic; k < B.n_moments; ++k) m[k] = 0.0;
-    for (int t = 0; t < B.n_times; ++t) m[B.t_k[t]] += B.t_mult[t] * m[B.t_i[t]] * m[B.t_j[t]];
+    for (const auto& e : B.tree) m[e.k] += e.mult * m[e.i] * m[e.j];
     double V = theta[B.off_species() + ti];
     for (int a = 0; a < B.n_scalar; ++a) V += theta[a] * m[B.mapping[a]];
     return V;
@@ -456,11 +470,11 @@ ALKIT_HOT static double site_moments(const Basis& B, const double* theta, int ti
     const double* m = w.m.data();
     std::fill(ab, ab + B.n_moments, 0.0);
     for (int a = 0; a < B.n_scalar; ++a) ab[B.mapping[a]] += theta[a];
-    for (int t = B.n_times - 1; t >= 0; --t) {
-        double gk = B.t_mult[t] * ab[B.t_k[t]];
-        if (gk == 0.0) continue;
-        ab[B.t_i[t]] += gk * m[B.t_j[t]];
-        ab[B.t_j[t]] += gk * m[B.t_i[t]];
+    for (int t = B.n_times - 1; t >= 0; --t) {  // no test for gk == 0: it is rare and the branch costs more
+        const auto& e = B.tree[t];
+        const double gk = e.mult * ab[e.k];
+        ab[e.i] += gk * m[e.j];
+        ab[e.j] += gk * m[e.i];
     }
 }
 
@@ -481,24 +495,41 @@ ALKIT_HOT static void site_forces(const Basis& B, int nn, Work& w, double* out) 
         bool any = false;
         for (int e = k0; e < k1; ++e) any |= ab[B.qk[e]] != 0.0;
         if (!any) continue;
-        for (int n = 0; n < nn; ++n) { S[n] = 0; Sp[n] = 0; }
+        const double nu = B.mono_nu[q], pa = B.mono_a[q], pb = B.mono_b[q], pc = B.mono_c[q];
+        const double* __restrict gq = w.g.data() + size_t(q) * cap;
+        const double* __restrict gxq = w.lower(B, q, 0);
+        const double* __restrict gyq = w.lower(B, q, 1);
+        const double* __restrict gzq = w.lower(B, q, 2);
+        if (k1 - k0 == 1) {  // most monomials carry one basic moment: no S arrays
+            const int k = B.qk[k0];
+            const double a = ab[k];
+            const double* __restrict fm = w.f.data() + size_t(B.basic_mu[k]) * cap;
+            const double* __restrict dfm = w.df.data() + size_t(B.basic_mu[k]) * cap;
+            ALKIT_SIMD
+            for (int n = 0; n < nn; ++n) {
+                const double sv = a * fm[n];
+                rad[n] += (a * dfm[n] - nu * sv * inv[n]) * gq[n];
+                ax[n] += pa * sv * gxq[n]; ay[n] += pb * sv * gyq[n]; az[n] += pc * sv * gzq[n];
+            }
+            continue;
+        }
         for (int e = k0; e < k1; ++e) {
             const int k = B.qk[e];
             const double a = ab[k];
-            const double* fm = w.f.data() + B.basic_mu[k] * cap;
-            const double* dfm = w.df.data() + B.basic_mu[k] * cap;
-            ALKIT_SIMD
-            for (int n = 0; n < nn; ++n) { S[n] += a * fm[n]; Sp[n] += a * dfm[n]; }
+            const double* __restrict fm = w.f.data() + size_t(B.basic_mu[k]) * cap;
+            const double* __restrict dfm = w.df.data() + size_t(B.basic_mu[k]) * cap;
+            if (e == k0) {
+                ALKIT_SIMD
+                for (int n = 0; n < nn; ++n) { S[n] = a * fm[n]; Sp[n] = a * dfm[n]; }
+            } else {
+                ALKIT_SIMD
+                for (int n = 0; n < nn; ++n) { S[n] += a * fm[n]; Sp[n] += a * dfm[n]; }
+            }
         }
-        const double nu = B.mono_nu[q];
-        const double* gq = w.g.data() + q * cap;
-        const double* gxq = w.gx.data() + q * cap;
-        const double* gyq = w.gy.data() + q * cap;
-        const double* gzq = w.gz.data() + q * cap;
         ALKIT_SIMD
         for (int n = 0; n < nn; ++n) {
             rad[n] += (Sp[n] - nu * S[n] * inv[n]) * gq[n];
-            ax[n] += S[n] * gxq[n]; ay[n] += S[n] * gyq[n]; az[n] += S[n] * gzq[n];
+            ax[n] += pa * S[n] * gxq[n]; ay[n] += pb * S[n] * gyq[n]; az[n] += pc * S[n] * gzq[n];
         }
     }
     for (int n = 0; n < nn; ++n) {
@@ -559,14 +590,15 @@ ALKIT_HOT static void site_train(const Basis& B, int ti, int nn, const double* d
     }
     // h_q = (grad_u g_q . delta - nu_q g_q s) / r, and the tangents of the basic moments
     for (int q = 0; q < B.n_mono; ++q) {
-        const double nu = B.mono_nu[q];
+        const double nu = B.mono_nu[q], pa = B.mono_a[q], pb = B.mono_b[q], pc = B.mono_c[q];
         const double* gq = w.g.data() + q * cap;
-        const double* gxq = w.gx.data() + q * cap;
-        const double* gyq = w.gy.data() + q * cap;
-        const double* gzq = w.gz.data() + q * cap;
+        const double* gxq = w.lower(B, q, 0);
+        const double* gyq = w.lower(B, q, 1);
+        const double* gzq = w.lower(B, q, 2);
         double* __restrict hq = w.h.data() + q * cap;
         ALKIT_SIMD
-        for (int n = 0; n < nn; ++n) hq[n] = (gxq[n] * dx[n] + gyq[n] * dy[n] + gzq[n] * dz[n] - nu * gq[n] * s[n]) * inv[n];
+        for (int n = 0; n < nn; ++n)
+            hq[n] = (pa * gxq[n] * dx[n] + pb * gyq[n] * dy[n] + pc * gzq[n] * dz[n] - nu * gq[n] * s[n]) * inv[n];
         for (int e = B.qk_start[q]; e < B.qk_start[q + 1]; ++e) {
             const int k = B.qk[e];
             const double* fm = w.f.data() + B.basic_mu[k] * cap;
@@ -579,7 +611,7 @@ ALKIT_HOT static void site_train(const Basis& B, int ti, int nn, const double* d
     }
     for (int k = B.n_basic; k < B.n_moments; ++k) t[k] = 0.0;
     for (int q = 0; q < B.n_times; ++q)
-        t[B.t_k[q]] += B.t_mult[q] * (t[B.t_i[q]] * m[B.t_j[q]] + m[B.t_i[q]] * t[B.t_j[q]]);
+        t[B.tree[q].k] += B.tree[q].mult * (t[B.tree[q].i] * m[B.tree[q].j] + m[B.tree[q].i] * t[B.tree[q].j]);
     // second-order adjoint bb = d/dm (sum_k ab_k t_k)
     std::fill(bb, bb + B.n_moments, 0.0);
     for (int q = B.n_times - 1; q >= 0; --q) {
@@ -642,20 +674,20 @@ ALKIT_HOT static void site_moment_gradients(const Basis& B, int n0, int n1, Work
     const double* __restrict uz = w.uz.data() + n0;
     for (int k = 0; k < B.n_basic; ++k) {
         const int q = B.basic_mono[k], mu = B.basic_mu[k];
-        const double nu = B.mono_nu[q];
+        const double nu = B.mono_nu[q], pa = B.mono_a[q], pb = B.mono_b[q], pc = B.mono_c[q];
         const double* fm = w.f.data() + mu * cap + n0; const double* dfm = w.df.data() + mu * cap + n0;
         const double* gq = w.g.data() + q * cap + n0;
-        const double* gxq = w.gx.data() + q * cap + n0;
-        const double* gyq = w.gy.data() + q * cap + n0;
-        const double* gzq = w.gz.data() + q * cap + n0;
+        const double* gxq = w.lower(B, q, 0) + n0;
+        const double* gyq = w.lower(B, q, 1) + n0;
+        const double* gzq = w.lower(B, q, 2) + n0;
         double* __restrict o = G + size_t(k) * stride;
         ALKIT_SIMD
         for (int n = 0; n < nb; ++n) {
             double rad = dfm[n] * gq[n] - nu * fm[n] * gq[n] * inv[n];
             double fi = fm[n] * inv[n];
-            o[n] = ux[n] * rad + fi * gxq[n];
-            o[nb + n] = uy[n] * rad + fi * gyq[n];
-            o[2 * nb + n] = uz[n] * rad + fi * gzq[n];
+            o[n] = ux[n] * rad + fi * pa * gxq[n];
+            o[nb + n] = uy[n] * rad + fi * pb * gyq[n];
+            o[2 * nb + n] = uz[n] * rad + fi * pc * gzq[n];
         }
     }
     // non-basic rows are written first by their first tree entry (no zero fill); moments the tree never writes
@@ -678,19 +710,41 @@ ALKIT_HOT static void site_moment_gradients(const Basis& B, int n0, int n1, Work
     }
 }
 
-// MaxVol grade of one basis row: max_k |(row . A^-1)_k| (A^-1 row-major, p x p; c: scratch of length p).
-ALKIT_HOT static double row_grade(const double* row, const double* inv, int p, double* c) {
-    for (int k = 0; k < p; ++k) c[k] = 0.0;
-    for (int l = 0; l < p; ++l) {
-        const double r = row[l];
-        if (r == 0.0) continue;
-        const double* il = inv + size_t(l) * p;
-        ALKIT_SIMD
-        for (int k = 0; k < p; ++k) c[k] += r * il[k];
+// MaxVol grades of n rows at once: gamma_r = max_k |(R_r . A^-1)_k|. R is n x ld and inv p x ld, both row-major with
+// ld a multiple of 8 and inv's columns past p zero. Why blocked: one row at a time streams all of A^-1 (p^2 doubles,
+// 0.5 MB with all coefficients at level 16) from L2 per atom; here 4 rows share each load of an 8-column strip and
+// keep their 4 x 8 partial products in registers, and A^-1 is read once per 64 rows.
+ALKIT_HOT static void rows_grade(const double* R, int n, int ld, const double* inv, int p, double* gamma) {
+    // GCC vector types (lowered to SSE2 in the portable clone); aligned(8): loads need not be 32-byte aligned
+    typedef double v4d __attribute__((vector_size(32), aligned(8)));
+    constexpr int RB = 4, CHUNK = 64;
+    auto vmax_abs = [](double g, v4d v) {
+        for (int c = 0; c < 4; ++c) g = std::max(g, std::fabs(v[c]));
+        return g;
+    };
+    for (int r = 0; r < n; ++r) gamma[r] = 0.0;
+    for (int r0 = 0; r0 < n; r0 += CHUNK) {
+        const int r1 = std::min(n, r0 + CHUNK);
+        for (int k0 = 0; k0 < ld; k0 += 8) {
+            for (int a0 = r0; a0 < r1; a0 += RB) {
+                const int na = std::min(RB, r1 - a0);
+                const double* R0 = R + size_t(a0) * ld;
+                const double* R1 = R + size_t(a0 + std::min(1, na - 1)) * ld;
+                const double* R2 = R + size_t(a0 + std::min(2, na - 1)) * ld;
+                const double* R3 = R + size_t(a0 + std::min(3, na - 1)) * ld;
+                v4d c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {};
+                for (int l = 0; l < p; ++l) {
+                    const v4d i0 = *reinterpret_cast<const v4d*>(inv + size_t(l) * ld + k0);
+                    const v4d i1 = *reinterpret_cast<const v4d*>(inv + size_t(l) * ld + k0 + 4);
+                    const double x0 = R0[l], x1 = R1[l], x2 = R2[l], x3 = R3[l];
+                    c00 += x0 * i0; c01 += x0 * i1; c10 += x1 * i0; c11 += x1 * i1;
+                    c20 += x2 * i0; c21 += x2 * i1; c30 += x3 * i0; c31 += x3 * i1;
+                }
+                const v4d lo[RB] = {c00, c10, c20, c30}, hi[RB] = {c01, c11, c21, c31};
+                for (int a = 0; a < na; ++a) gamma[a0 + a] = vmax_abs(vmax_abs(gamma[a0 + a], lo[a]), hi[a]);
+            }
+        }
     }
-    double g = 0.0;
-    for (int k = 0; k < p; ++k) g = std::max(g, std::fabs(c[k]));
-    return g;
 }
 
 // Upper triangle of K += c * A A' for the rows of A (n_rows x len, row-major) and h += c * A y.
