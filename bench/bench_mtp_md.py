@@ -89,13 +89,9 @@ def system(n_atoms: int, seed: int = 1):
 
 def _lammps_loop_rate(atoms, calc, steps: int) -> float:
     """steps/s of LAMMPS's run loop with ``calc`` coupled through fix external (NVE + Langevin at 100 K)."""
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from alkit.mtp.lammps_engine import _initial_velocities, _System
 
-    from alkit.mtp.lammps_engine import _System
-
-    a = atoms.copy()
-    MaxwellBoltzmannDistribution(a, temperature_K=100, rng=np.random.default_rng(0))
-    with _System(a, calc, timestep_fs=0.5, velocities=True) as sysm:
+    with _System(_initial_velocities(atoms, 100.0, 0), calc, timestep_fs=0.5, velocities=True) as sysm:
         sysm.lmp.commands_list(["fix nve all nve", "fix lang all langevin 100 100 0.1 4242 zero yes", "run 5"])
         t0 = time.perf_counter()
         sysm.lmp.command(f"run {steps}")

@@ -326,6 +326,49 @@ def test_mlip2_file_with_scaling_and_no_species_tag(tmp_path):
                  "--out", str(tmp_path / "efs.extxyz")]) == 0
 
 
+def test_basis_with_monomials_missing_their_lower_powers(tmp_path):
+    """The core forms each monomial from a lower one and each gradient from lower monomials, adding the lower
+    monomials a file lacks. A basis of only even powers and x y (no x, y or z alone) must still give motep's energy,
+    forces, stress and loss gradient, and the least-squares blocks must give the loss."""
+    from motep.loss import LossFunction, LossSetting
+
+    from alkit.mtp.train import TrainingData
+
+    text = MLIP2_TEXT.replace(
+        "alpha_moments_count = 8\nalpha_index_basic_count = 5\n"
+        "alpha_index_basic = {{0, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}, {1, 0, 0, 0}}\n"
+        "alpha_index_times_count = 5\n"
+        "alpha_index_times = {{0, 0, 1, 5}, {1, 1, 1, 6}, {2, 2, 1, 6}, {3, 3, 1, 6}, {0, 5, 1, 7}}\n",
+        "alpha_moments_count = 9\nalpha_index_basic_count = 6\n"
+        "alpha_index_basic = {{0, 0, 0, 0}, {0, 2, 0, 0}, {0, 0, 2, 0}, {0, 0, 0, 2}, {1, 0, 0, 0}, {1, 1, 1, 0}}\n"
+        "alpha_index_times_count = 4\n"
+        "alpha_index_times = {{0, 0, 1, 6}, {1, 2, 2, 7}, {5, 5, 1, 8}, {3, 4, 1, 8}}\n").replace(
+        "alpha_moment_mapping = {0, 4, 5, 6, 7}", "alpha_moment_mapping = {0, 4, 6, 7, 8}")
+    assert "{1, 1, 1, 0}" in text and "{0, 4, 6, 7, 8}" in text
+    (tmp_path / "even.mtp").write_text(text)
+    pot = MTPPotential.read(tmp_path / "even.mtp")
+    assert pot.basis.n_monomials == 8  # 1, x^2, y^2, z^2, xy of the file, and the added x, y, z
+    for name in ("triclinic", "smaller_than_cutoff"):
+        atoms = cells()[name]
+        res = MTPEngine(pot, SPECIES).compute(atoms)
+        e, f, s = motep_efs(pot, atoms)
+        assert res["energy"] == pytest.approx(e, rel=1e-10)
+        np.testing.assert_allclose(res["forces"], f, rtol=1e-10, atol=1e-10 * np.abs(f).max())
+        np.testing.assert_allclose(res["stress"], s, rtol=1e-10, atol=1e-10 * np.abs(s).max())
+    images = training_set(partial=False)
+    d = TrainingData(pot, images, SPECIES)
+    lf = LossFunction(images, pot.to_motep(SPECIES),
+                      LossSetting(energy_weight=WEIGHTS[0], forces_weight=WEIGHTS[1], stress_weight=WEIGHTS[2]),
+                      engine="cext")
+    loss, grad, _ = d.loss_grad(pot.theta, WEIGHTS)
+    assert loss == pytest.approx(lf(pot.theta), rel=1e-10)
+    jac = lf.jac(pot.theta)
+    np.testing.assert_allclose(grad, jac, rtol=1e-8, atol=1e-10 * np.abs(jac).max())
+    K, h, c0 = d.data.lls(pot.theta, list(WEIGHTS), 1)
+    phi = pot.theta[: pot.n_linear]
+    assert phi @ K @ phi - 2 * h @ phi + c0 == pytest.approx(loss, rel=1e-10)
+
+
 def test_trained_potential_round_trips_through_mlip2_files(tmp_path):
     from ase.io import read
 
