@@ -260,14 +260,14 @@ def test_extending_a_finished_run_reports_the_new_outcome(one_iteration, tmp_pat
 
     run = _copy(one_iteration, tmp_path)
     assert not run_status(run)["converged"]
-    rc = main(["run", "ti_h", "--preset", "tiny", "--mode", "scratch", "--run-dir", str(run)])  # max_iterations 6
+    rc = main(["run", "ti_h", "--preset", "tiny", "--mode", "scratch", "--run-dir", str(run)])  # max_iterations 10
     out = capsys.readouterr().out
     s = run_status(run)
     assert rc == 0 and s["finished"] and s["converged"] and s["reason"] == "all scenarios stable"
     assert "finished: converged" in out
     assert summarize_run(run)["converged"] is True
     assert read_events(run, "run_reopened")[-1]["previous"]["reason"] == "max_iterations reached"
-    assert json.loads((run / "config.json").read_text())["max_iterations"] == 6
+    assert json.loads((run / "config.json").read_text())["max_iterations"] == 10
     # a second identical run changes nothing
     assert main(["run", "ti_h", "--preset", "tiny", "--mode", "scratch", "--run-dir", str(run)]) == 0
     assert len(read_events(run, "run_reopened")) == 1
