@@ -379,13 +379,12 @@ void PairMTP::compute(int eflag, int vflag) {
   for (int i = 0; i < nlocal && local_bad == 0.0; ++i)
     if (!std::isfinite(f[i][0]) || !std::isfinite(f[i][1]) || !std::isfinite(f[i][2])) local_bad = 1.0;
   if (grade && cfg_mode_) {
-    std::vector<double> &total = rowsum_;  // reduced in place: no allocation per step
-    MPI_Allreduce(MPI_IN_PLACE, total.data(), p_, MPI_DOUBLE, MPI_SUM, world);
+    MPI_Allreduce(MPI_IN_PLACE, rowsum_.data(), p_, MPI_DOUBLE, MPI_SUM, world);  // in place: no allocation
     double n_all = 0.0;
     MPI_Allreduce(&n_sites, &n_all, 1, MPI_DOUBLE, MPI_SUM, world);
     if (energy_per_atom_ && n_all > 0)
-      for (auto &v : total) v /= n_all;
-    const double g = gamma_of_row(total.data());
+      for (auto &v : rowsum_) v /= n_all;
+    const double g = gamma_of_row(rowsum_.data());
     for (int ii = 0; ii < inum; ++ii) gamma_atom_[ilist[ii]] = g;
     local_gmax = g;
   }

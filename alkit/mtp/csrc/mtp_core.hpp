@@ -45,11 +45,9 @@ struct Basis {
     std::vector<int> mono_parent, mono_axis;     // g_q = g_parent * u_axis (q > 0; q = 0 is the constant 1)
     std::vector<int> mono_lower;                 // [q][axis]: index of the monomial one power lower, -1 if none
     std::vector<int> qk_start, qk;               // basic moments of each monomial (CSR)
-    std::vector<int> t_i, t_j, t_k;              // m[k] += mult * m[i] * m[j], in file order
-    std::vector<double> t_mult;
+    struct Times { int i, j, k; double mult; };  // m[k] += mult * m[i] * m[j], in file order; packed so the
+    std::vector<Times> tree;                     // per-site sweeps read one stream
     std::vector<char> t_first;                   // entry is the first write to its moment (assign, not add)
-    struct Times { int i, j, k; double mult; };  // the same entries packed: one stream in the per-site tree sweeps
-    std::vector<Times> tree;
     std::vector<int> mapping;                    // scalar moments (multiplied by moment_coeffs)
 
     std::vector<char> written;                   // moment k is the output of some tree entry
@@ -97,17 +95,14 @@ struct Basis {
             basic_mu[k] = mu;
             add_closed({a, b, c});
         }
-        std::sort(monos.begin(), monos.end(), [](const std::array<int, 3>& x, const std::array<int, 3>& y) {
+        auto by_degree = [](const std::array<int, 3>& x, const std::array<int, 3>& y) {
             const int dx = x[0] + x[1] + x[2], dy = y[0] + y[1] + y[2];
             return dx != dy ? dx < dy : x > y;
-        });
+        };
+        std::sort(monos.begin(), monos.end(), by_degree);
         n_mono = int(monos.size());
         auto index_of = [&](const std::array<int, 3>& m) {
-            return int(std::lower_bound(monos.begin(), monos.end(), m, [](const std::array<int, 3>& x,
-                                                                       const std::array<int, 3>& y) {
-                const int dx = x[0] + x[1] + x[2], dy = y[0] + y[1] + y[2];
-                return dx != dy ? dx < dy : x > y;
-            }) - monos.begin());
+            return int(std::lower_bound(monos.begin(), monos.end(), m, by_degree) - monos.begin());
         };
         mono_a.assign(n_mono, 0); mono_b.assign(n_mono, 0); mono_c.assign(n_mono, 0); mono_nu.assign(n_mono, 0);
         mono_parent.assign(n_mono, -1); mono_axis.assign(n_mono, -1); mono_lower.assign(3 * size_t(n_mono), -1);
@@ -131,7 +126,7 @@ struct Basis {
             std::vector<int> fill(qk_start.begin(), qk_start.end() - 1);
             for (int k = 0; k < n_basic; ++k) qk[fill[basic_mono[k]]++] = k;
         }
-        t_i.assign(n_times, 0); t_j.assign(n_times, 0); t_k.assign(n_times, 0); t_mult.assign(n_times, 0.0);
+        tree.assign(n_times, Times{0, 0, 0, 0.0});
         // Entries run in file order (as in MLIP-2): a moment may be read only once every write to it has happened.
         // The reverse sweeps rely on that order, so it is checked here.
         std::vector<int> last_write(n_moments, -1);
@@ -146,17 +141,15 @@ struct Basis {
             if (k < n_basic || last_write[i] >= t || last_write[j] >= t)
                 throw std::invalid_argument("alpha_index_times entry " + std::to_string(t) +
                                             " writes a basic moment or uses a moment before it is complete");
-            t_i[t] = i; t_j[t] = j; t_k[t] = k; t_mult[t] = double(mult);
+            tree[t] = {i, j, k, double(mult)};
         }
-        tree.resize(n_times);
-        for (int t = 0; t < n_times; ++t) tree[t] = {t_i[t], t_j[t], t_k[t], t_mult[t]};
         written.assign(n_moments, 0);
-        for (int t = 0; t < n_times; ++t) written[t_k[t]] = 1;
+        for (const auto& e : tree) written[e.k] = 1;
         t_first.assign(n_times, 0);
         {
             std::vector<char> seen(n_moments, 0);
             for (int t = 0; t < n_times; ++t)
-                if (!seen[t_k[t]]) { seen[t_k[t]] = 1; t_first[t] = 1; }
+                if (!seen[tree[t].k]) { seen[tree[t].k] = 1; t_first[t] = 1; }
         }
         mapping.assign(map, map + nmap);
         for (int a = 0; a < nmap; ++a)
@@ -350,7 +343,7 @@ struct Work {
 // Site kernels. Neighbours of a site must be sorted by type (compact_neighbors does it).
 // ------------------------------------------------------------------------------------------------------------
 // Geometry of one neighbourhood: distances, unit vectors, radial basis Q_b = scaling T_b(s) (R - r)^2 (and d/dr),
-// radial functions f_mu = sum_b c[ti][tj][mu][b] Q_b, monomials of the unit vector and their gradients.
+// radial functions f_mu = sum_b c[ti][tj][mu][b] Q_b, and the monomials of the unit vector.
 ALKIT_HOT static void site_geometry(const Basis& B, const double* theta, int ti, int nn, const double* rv,
                                     const int* tj, Work& w) {
     const int cap = w.cap, nrb = B.n_rb, nmu = B.n_mu, nmono = B.n_mono;
@@ -470,7 +463,7 @@ ALKIT_HOT static double site_moments(const Basis& B, const double* theta, int ti
     const double* m = w.m.data();
     std::fill(ab, ab + B.n_moments, 0.0);
     for (int a = 0; a < B.n_scalar; ++a) ab[B.mapping[a]] += theta[a];
-    for (int t = B.n_times - 1; t >= 0; --t) {  // no test for gk == 0: it is rare and the branch costs more
+    for (int t = B.n_times - 1; t >= 0; --t) {  // no test for gk == 0 (rare): the sweep stays branch-free
         const auto& e = B.tree[t];
         const double gk = e.mult * ab[e.k];
         ab[e.i] += gk * m[e.j];
@@ -610,13 +603,12 @@ ALKIT_HOT static void site_train(const Basis& B, int ti, int nn, const double* d
         }
     }
     for (int k = B.n_basic; k < B.n_moments; ++k) t[k] = 0.0;
-    for (int q = 0; q < B.n_times; ++q)
-        t[B.tree[q].k] += B.tree[q].mult * (t[B.tree[q].i] * m[B.tree[q].j] + m[B.tree[q].i] * t[B.tree[q].j]);
+    for (const auto& e : B.tree) t[e.k] += e.mult * (t[e.i] * m[e.j] + m[e.i] * t[e.j]);
     // second-order adjoint bb = d/dm (sum_k ab_k t_k)
     std::fill(bb, bb + B.n_moments, 0.0);
     for (int q = B.n_times - 1; q >= 0; --q) {
-        const int i = B.t_i[q], j = B.t_j[q], k = B.t_k[q];
-        const double mult = B.t_mult[q], bk = bb[k], ak = ab[k];
+        const int i = B.tree[q].i, j = B.tree[q].j, k = B.tree[q].k;
+        const double mult = B.tree[q].mult, bk = bb[k], ak = ab[k];
         if (bk == 0.0 && ak == 0.0) continue;
         bb[i] += mult * (bk * m[j] + ak * t[j]);
         bb[j] += mult * (bk * m[i] + ak * t[i]);
@@ -695,8 +687,8 @@ ALKIT_HOT static void site_moment_gradients(const Basis& B, int n0, int n1, Work
     for (int k = B.n_basic; k < B.n_moments; ++k)
         if (B.unwritten(k)) std::fill(G + size_t(k) * stride, G + size_t(k + 1) * stride, 0.0);
     for (int q = 0; q < B.n_times; ++q) {
-        const int i = B.t_i[q], j = B.t_j[q], k = B.t_k[q];
-        const double mult = B.t_mult[q], mi = mult * m[i], mj = mult * m[j];
+        const int i = B.tree[q].i, j = B.tree[q].j, k = B.tree[q].k;
+        const double mult = B.tree[q].mult, mi = mult * m[i], mj = mult * m[j];
         double* __restrict Gk = G + size_t(k) * stride;
         const double* Gi = G + size_t(i) * stride;
         const double* Gj = G + size_t(j) * stride;
