@@ -10,7 +10,8 @@ The potentials are fitted on 300 of ``bench/_tih_data.py``'s CHGNet-labelled Ti-
 change the cost of a step; cached in bench/out). NVT at 100 K on hcp Ti with a few H, gamma thresholds out of reach
 so every run goes its full length:
 
-- "plain":  no grade (the plugin without an active set; the others grade only the starting structure);
+- "plain":  no grade (the plugin without an active set, fix external without grading; ASE grades only the starting
+            structure);
 - "linear": grade every step on the linear coefficients (the default active set);
 - "all":    grade every step on all coefficients (radial ones included).
 
