@@ -66,3 +66,19 @@ def test_aluminium_tiny_campaign_from_scratch(tmp_path):
     assert summary["finished"]
     assert summary["labelled"] >= 2
     assert summary["iterations_done"] >= 1
+
+
+def test_run_command_line_overrides_only_what_it_is_given():
+    """`alkit run` keeps the recipe's values unless an option is given; --no-post-validation lets a repeated comparison
+    run its campaigns back to back and validate them afterwards."""
+    from alkit.cli import build_parser
+    from alkit.commands.run import config_from_args
+
+    parse = build_parser().parse_args
+    base = config_from_args(parse(["run", "ti_h", "--preset", "workstation"]))
+    assert base.post_validation is True and base.seed == build_config("ti_h", "workstation", "direct").seed
+    cfg = config_from_args(parse(["run", "ti_h", "--preset", "workstation", "--mode", "scratch", "--seed", "2",
+                                  "--no-post-validation", "--workers", "1"]))
+    assert (cfg.post_validation, cfg.seed, cfg.mode, cfg.n_workers) == (False, 2, "scratch", 1)
+    assert cfg.mtp_level == base.mtp_level and cfg.scenarios == base.scenarios
+    assert config_from_args(parse(["run", "ti_h", "--preset", "tiny", "--post-validation"])).post_validation is True

@@ -4,15 +4,22 @@ from __future__ import annotations
 import json
 
 
-def _run(args) -> int:
-    from alkit.driver import ActiveLearningDriver, format_status
+def config_from_args(args):
+    """The recipe's configuration with the command line's overrides (an option left out keeps the recipe's value)."""
     from alkit.recipe import build_config
 
     cfg = build_config(args.recipe, preset=args.preset, mode=args.mode)
-    for key in ("executor", "n_workers", "max_iterations", "labeller", "seed"):
+    for key in ("executor", "n_workers", "max_iterations", "labeller", "seed", "post_validation"):
         val = getattr(args, key, None)
         if val is not None:
             setattr(cfg, key, val)
+    return cfg
+
+
+def _run(args) -> int:
+    from alkit.driver import ActiveLearningDriver, format_status
+
+    cfg = config_from_args(args)
     run_dir = args.run_dir or f"runs/{cfg.name}-{args.mode}"
     summary = ActiveLearningDriver(cfg, run_dir).run()
     print(format_status(summary))
@@ -58,6 +65,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="campaign seed (MD velocities, radial-basis start, DIRECT); repeated campaigns for "
                         "`alkit compare` differ only by it")
+    p.add_argument("--post-validation", action=argparse.BooleanOptionalAction, default=None,
+                   help="run (or skip) `alkit validate` after the campaign (default: the recipe's choice); for a "
+                        "repeated comparison, validate the runs afterwards so the campaigns' wall times compare")
     p.set_defaults(func=_run)
 
     s = sub.add_parser("status", help="summary of where a campaign stands")
