@@ -353,3 +353,31 @@ def test_cli_grade_and_select_add(tih, tmp_path, capsys):
     assert main(["mtp", "grade", str(pot), str(tmp_path / "missing.extxyz"), str(probe), "--out", str(out),
                  "--species", "Ti", "H"]) == 2
     assert "missing.extxyz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rank_deficient", [False, True])
+def test_maxvol_holds_for_rows_spanning_many_orders_of_magnitude(rank_deficient):
+    """Level-16 basis rows span 1e-5..4e11 per column. There, the Sherman-Morrison updates of the swap loop drifted
+    until the loop stopped on a set that graded its own training rows at gamma ~ 500 (a workstation campaign then broke
+    every MD at step 0), and ``np.linalg.inv`` of the active set lost every digit. Both loops now re-check c exactly
+    before they stop, and the inverse is taken after equilibration."""
+    from alkit.mtp.grade import _inverse, maxvol_qr, maxvol_regularized
+
+    rng = np.random.default_rng(3)
+    n, p = 3000, 60
+    B = rng.standard_normal((n, p)) @ np.diag(10.0 ** np.linspace(-5, 11, p))
+    if rank_deficient:  # one direction no row spans: only MLIP-2's regularised start applies
+        B[:, 7] = 2.0 * B[:, 3]
+    state = maxvol_qr(B)
+    if rank_deficient:
+        assert state is None
+        state = maxvol_regularized(B)
+    assert state.success
+    gamma = np.abs(B @ _inverse(state.A)).max(axis=1)
+    assert gamma.max() <= 1.0 + 1e-5
+    # the equilibrated inverse is an inverse to round-off relative to the scaling (plain inv is not tested: it may
+    # or may not survive a given random matrix)
+    A = state.A
+    s = np.abs(A).max(axis=0)
+    assert np.abs((A @ _inverse(A)) - np.eye(p)).max() < 1e-6 or rank_deficient
+    assert np.abs((A / s) @ (_inverse(A) * s[:, None]) - np.eye(p)).max() < 1e-6

@@ -183,6 +183,12 @@ class _MaxVolState:
     success: bool
 
 
+# The swap loops stop when the updated c says max |c| <= 1 + tol; they then recompute c exactly (up to MAX_REFRESH
+# times) and carry on while the exact c still exceeds 1 + REFRESH_TOL (looser than tol: the exact c has round-off).
+MAX_REFRESH = 8
+REFRESH_TOL = 1e-6
+
+
 def _rank_update(c: np.ndarray, i: int, j: int) -> None:
     """In-place Sherman-Morrison update of ``c = B A^-1`` after row ``i`` of ``B`` replaces row ``j`` of ``A``."""
     row = c[i, :].copy()
@@ -218,10 +224,16 @@ def maxvol_qr(B: np.ndarray, tol: float = 1e-9, max_iter: int = 100_000) -> _Max
     in_sel[selected] = True
     c = np.linalg.lstsq(B[selected].T, B.T, rcond=None)[0].T
     success, nit = True, 0
+    refreshes = 0
     for nit in range(max_iter):
         i, j = np.divmod(int(np.argmax(np.abs(c))), p)
         if abs(c[i, j]) - 1.0 < tol or in_sel[i]:
-            break
+            if refreshes >= MAX_REFRESH:
+                break
+            c, refreshes = _refresh(B, B[selected]), refreshes + 1
+            i, j = np.divmod(int(np.argmax(np.abs(c))), p)
+            if abs(c[i, j]) - 1.0 < REFRESH_TOL or in_sel[i]:
+                break
         in_sel[selected[j]] = False
         in_sel[i] = True
         selected[j] = i
@@ -246,12 +258,18 @@ def maxvol_regularized(B: np.ndarray, eps: float = DEFAULT_EPS, tol: float = 1e-
     c = B / eps
     in_sel = np.zeros(n, dtype=bool)
     success, nit = True, 0
+    refreshes = 0
     for nit in range(max_iter):
         if n == 0:
             break
         i, j = np.divmod(int(np.argmax(np.abs(c))), p)
         if abs(c[i, j]) - 1.0 < tol or in_sel[i]:
-            break
+            if refreshes >= MAX_REFRESH:
+                break
+            c, refreshes = _refresh(B, A), refreshes + 1
+            i, j = np.divmod(int(np.argmax(np.abs(c))), p)
+            if abs(c[i, j]) - 1.0 < REFRESH_TOL or in_sel[i]:
+                break
         if source[j] >= 0:
             in_sel[source[j]] = False
         in_sel[i] = True
@@ -265,15 +283,33 @@ def maxvol_regularized(B: np.ndarray, eps: float = DEFAULT_EPS, tol: float = 1e-
 
 
 def _inverse(A: np.ndarray) -> np.ndarray:
-    """Inverse of the active-set matrix; pseudo-inverse if it is singular (never raises)."""
+    """Inverse of the active-set matrix, computed after equilibrating its rows and columns; pseudo-inverse if it is
+    singular (never raises).
+
+    Why equilibrate: the columns of basis rows span many orders of magnitude (level-16 Ti-H: 1e-5 to 4e11), so ``A``
+    has a condition number near 1e17 even when it is well conditioned up to scaling, and ``np.linalg.inv(A)`` then
+    returns an inverse that grades the active set's own training structures at gamma ~ 500. With
+    ``A = R As C`` (R, C diagonal) the inverse ``C^-1 As^-1 R^-1`` is exact up to the conditioning of ``As``.
+    """
+    c = _colscale(A)
+    As = A / c
+    r = np.abs(As).max(axis=1)
+    r[r == 0] = 1.0
+    As = As / r[:, None]
     try:
-        inv = np.linalg.inv(A)
+        inv = np.linalg.inv(As)
         if np.all(np.isfinite(inv)):
-            return inv
+            return inv / c[:, None] / r[None, :]
     except np.linalg.LinAlgError:
         pass
     log.warning("active-set matrix is singular; grading with its pseudo-inverse")
-    return np.linalg.pinv(A)
+    return np.linalg.pinv(As) / c[:, None] / r[None, :]
+
+
+def _refresh(B: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """``c = B A^-1`` recomputed from scratch: the Sherman-Morrison updates of a long swap sequence drift (on rows of
+    ~1e11 they lose every digit), so the MaxVol loops re-check their result with this before they stop."""
+    return B @ _inverse(A)
 
 
 # --------------------------------------------------------------------------------------------------------------
