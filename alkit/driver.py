@@ -57,9 +57,12 @@ def _seed_for(scenario_id: str, iteration: int, seed: int) -> int:
 class ActiveLearningDriver:
     """Owns the loop. ``ActiveLearningDriver(config, run_dir).run()`` starts or resumes a campaign."""
 
-    def __init__(self, config: ALConfig, run_dir: str | os.PathLike):
+    def __init__(self, config: ALConfig, run_dir: str | os.PathLike, pool_from: str | os.PathLike | None = None):
+        """``pool_from``: another run directory (or its ``pool/``) whose finished pool scenarios, and encoder cache,
+        this run adopts instead of re-running them: how the campaigns of a repeated comparison share one pool."""
         self.config = config
         self.run_dir = Path(run_dir)
+        self.pool_from = pool_from
 
     # ---- paths ------------------------------------------------------------------------------------------------
     @property
@@ -83,6 +86,8 @@ class ActiveLearningDriver:
         except OSError as exc:
             raise ConfigError(f"run directory {self.run_dir} is not writable: {exc}") from exc
         self._check_components()
+        if self.pool_from is not None:
+            self._pool_source()  # a wrong path fails now, with one line
         cfg_file = self.run_dir / "config.json"
         new = cfg.to_json()
         self.config_changes: list = []
@@ -288,15 +293,37 @@ class ActiveLearningDriver:
             self._smp = DIRECTSampler.load(self.run_dir / "direct" / "sampler.joblib")
         return self._smp
 
+    def _pool_source(self) -> Path:
+        """The pool directory named by ``pool_from`` (a run directory or a pool directory)."""
+        src = Path(self.pool_from)
+        if (src / "pool").is_dir():
+            src = src / "pool"
+        if not src.is_dir() or not any(src.glob("*.status.json")):
+            raise ConfigError(f"--pool-from {self.pool_from}: no finished pool scenarios there (give a run "
+                              "directory whose pool stage has run, or its pool/ folder)")
+        if src.resolve() == (self.run_dir / "pool").resolve():
+            raise ConfigError(f"--pool-from {self.pool_from} is this run's own pool")
+        return src
+
     def _build_pool(self, wall: dict) -> None:
         if self._done("pool"):
             return
-        from alkit.pool import downsample, load_pool, run_pool
+        from alkit.pool import adopt_pool, downsample, load_pool, run_pool
 
         cfg = self.config
         scenarios = cfg.pool_scenarios or cfg.scenarios
         with self._stage(0, "pool", wall):
             t0 = time.perf_counter()
+            if self.pool_from is not None:
+                from alkit.encode import merge_cache
+
+                src = self._pool_source()
+                adopted = adopt_pool(src, self.run_dir / "pool", scenarios, potential=cfg.pool_potential)
+                n_vec = merge_cache(src.parent / "cache", self.run_dir / "cache")
+                log.info("pool: adopted %d of %d scenarios from %s (%d cached feature vectors)", len(adopted),
+                         len(scenarios), src, n_vec)
+                self.events.emit("pool_adopted", source=str(src.resolve()), scenarios=adopted,
+                                 cached_vectors=n_vec)
             run_pool(scenarios, self.run_dir / "pool", potential=cfg.pool_potential, model_dir=cfg.model_dir,
                      executor=self.executor, progress=True, seed=cfg.seed)
             frames = load_pool(self.run_dir / "pool")

@@ -152,6 +152,27 @@ class FeatureCache:
             return int(con.execute("SELECT COUNT(*) FROM features").fetchone()[0])
 
 
+def merge_cache(source_dir: str | os.PathLike, cache_dir: str | os.PathLike) -> int:
+    """Add to ``cache_dir`` the feature vectors of every encoder cache in ``source_dir`` that it lacks; return how
+    many. Entries are keyed by structure hash within a file per encoder identity, so merging can never attach a
+    vector to the wrong structure or encoder. Used when runs share one pool (``alkit run --pool-from``)."""
+    src, dst = Path(source_dir), Path(cache_dir)
+    added = 0
+    for path in sorted(src.glob("*.sqlite")):
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            with closing(sqlite3.connect(dst / path.name, timeout=60.0)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("CREATE TABLE IF NOT EXISTS features (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+                con.execute("ATTACH DATABASE ? AS src", (str(path),))
+                with con:
+                    added += con.execute("INSERT OR IGNORE INTO features SELECT key, vec FROM src.features").rowcount
+                con.execute("DETACH DATABASE src")
+        except sqlite3.DatabaseError as exc:
+            log.warning("feature cache %s not merged (%s): its structures are encoded again", path, exc)
+    return added
+
+
 CACHE_CHUNK = 32  # structures per cache transaction / progress update (at least one forward batch)
 
 

@@ -56,6 +56,15 @@ class PoolBuilt:
 
 
 @dataclass
+class PoolAdopted:
+    """Pool scenarios copied from another run (``alkit run --pool-from``): the runs of a comparison share one pool."""
+
+    source: str
+    scenarios: list
+    cached_vectors: int = 0
+
+
+@dataclass
 class DirectFitted:
     """The DIRECT sampler: retained PCs, their explained variance, the seed set's coverage per PC."""
 
@@ -142,7 +151,7 @@ class Validated:
 #: Event name -> record type: the one schema of the log.
 SCHEMA: dict[str, type] = {
     "run_started": RunStarted, "config_changed": ConfigChanged, "run_reopened": RunReopened,
-    "pool_built": PoolBuilt, "direct_fitted": DirectFitted, "stage": Stage, "labels": Labels, "fit": Fit,
+    "pool_built": PoolBuilt, "pool_adopted": PoolAdopted, "direct_fitted": DirectFitted, "stage": Stage, "labels": Labels, "fit": Fit,
     "explore": Explore, "iteration_done": IterationDone, "run_finished": RunFinished, "validated": Validated,
 }
 

@@ -373,6 +373,45 @@ def run_pool(
     return report
 
 
+def adopt_pool(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
+               scenarios: Iterable[Scenario | dict], potential: str = "m3gnet") -> list[str]:
+    """Copy into ``out_dir`` every scenario that ``source_dir`` (another pool directory) finished with the same
+    definition and potential; return their ids. :func:`run_pool` then skips them and runs only the rest.
+
+    Why: a repeated comparison (several seeds x two modes) must share one pool, so the universal-potential MD is paid
+    once and the modes differ only by what AL does with the same configurations. Files are copied, not linked, so
+    either run directory can be moved or deleted alone; the done-marker is written last, so a kill mid-copy leaves a
+    scenario that is simply run again.
+    """
+    import shutil
+
+    src, out = Path(source_dir), Path(out_dir)
+    if not src.is_dir():
+        raise ConfigError(f"--pool-from: {src} is not a directory")
+    scenarios = as_scenarios(scenarios)
+    out.mkdir(parents=True, exist_ok=True)
+    adopted: list[str] = []
+    for s in scenarios:
+        key = scenario_key(s, potential)
+        status = read_status(src, s.id)
+        if not status or status.get("status") not in FINISHED or status.get("key") != key:
+            continue
+        mine = read_status(out, s.id)
+        if mine and mine.get("key") == key and mine.get("status") in FINISHED:
+            adopted.append(s.id)
+            continue
+        a, b = scenario_paths(src, s.id), scenario_paths(out, s.id)
+        for part in ("frames", "last_good", "status"):
+            if a[part].is_file():
+                atomic_write(b[part], lambda tmp, f=a[part]: shutil.copyfile(f, tmp))
+        adopted.append(s.id)
+    if not adopted:
+        raise ConfigError(f"--pool-from: {src} holds no finished scenario of this campaign (same definition and "
+                          f"potential {potential!r}); point it at a run directory's pool/")
+    _update_manifest(out, scenarios, potential)
+    return adopted
+
+
 def _progress_step(out: Path, scenario_id: str) -> int:
     try:
         return int(scenario_paths(out, scenario_id)["progress"].read_text() or 0)

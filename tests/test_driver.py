@@ -83,6 +83,13 @@ def test_resuming_with_another_mode_is_refused(tmp_path):
         ActiveLearningDriver(tiny("scratch"), run).run()
 
 
+def test_pool_from_without_a_pool_is_refused_before_any_work(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="--pool-from .*no finished pool scenarios"):
+        ActiveLearningDriver(tiny("direct"), tmp_path / "run", pool_from=tmp_path / "empty").run()
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_a_second_driver_on_the_same_run_is_refused(tmp_path):
     import fcntl
 
@@ -148,6 +155,16 @@ def test_direct_seeded_campaign_reaches_all_stable(tmp_path, model_dir):
     assert again["labelled"] == summary["labelled"]
     assert len(read_events(run)) == n_events
     assert "converged" in format_status(again)
+    # another seed on the same pool (alkit run --pool-from): no pool MD, no re-encoding, the same pool structures
+    other = tmp_path / "direct-seed1"
+    s1 = ActiveLearningDriver(tiny("direct", model_dir=str(model_dir), seed=1, max_iterations=1), other,
+                              pool_from=run).run()
+    adopted = read_events(other, "pool_adopted")[0]
+    pool_files = sorted(p.name for p in (run / "pool").glob("*.extxyz"))
+    assert len(adopted["scenarios"]) == 4 and adopted["cached_vectors"] >= summary["pool"]
+    assert sorted(p.name for p in (other / "pool").glob("*.extxyz")) == pool_files
+    assert all((other / "pool" / f).read_bytes() == (run / "pool" / f).read_bytes() for f in pool_files)
+    assert s1["pool"] == summary["pool"] and s1["labelled"] >= 1
 
 
 @pytest.mark.slow

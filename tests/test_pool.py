@@ -278,3 +278,37 @@ def test_downsample_per_trajectory_with_direct(tmp_path):
                                                         if frames[i].info["scenario_id"] == "long-a"]
     with pytest.raises(ConfigError):
         downsample(frames, encoder, 0)
+
+
+def test_adopt_pool_shares_finished_scenarios_and_the_encoder_cache(tmp_path):
+    """``alkit run --pool-from``: the runs of a comparison share one pool. Only scenarios the source finished with
+    the same definition and potential are copied; anything else runs here; a wrong source is one clear error."""
+    from alkit.encode import FeatureCache, merge_cache
+    from alkit.pool import adopt_pool
+
+    scen = cu_scenarios(3, steps=20)
+    src = tmp_path / "a" / "pool"
+    run_pool(scen[:2], src, potential=EMT, executor="serial", progress=False)  # scen[2] never ran in the source
+    changed = [Scenario(scen[0].id, cu(3.65), 300, ensemble="nvt", steps=20, snapshot_interval=10)] + scen[1:]
+    dst = tmp_path / "b" / "pool"
+    adopted = adopt_pool(src, dst, changed, potential=EMT)
+    assert adopted == [scen[1].id]  # scen[0] changed its definition, scen[2] is not in the source
+    assert scenario_paths(dst, scen[1].id)["frames"].read_bytes() == scenario_paths(src, scen[1].id)["frames"].read_bytes()
+    rep = run_pool(changed, dst, potential=EMT, executor="serial", progress=False)
+    assert rep.skipped == [scen[1].id] and sorted(rep.ran) == sorted([scen[0].id, scen[2].id])
+    assert len(load_pool(dst)) == 3 * 2
+    assert adopt_pool(src, dst, changed, potential=EMT) == [scen[1].id]  # idempotent on a rerun
+    with pytest.raises(ConfigError, match="no finished scenario"):
+        adopt_pool(src, tmp_path / "c", changed, potential="ase.calculators.lj:LennardJones")
+    with pytest.raises(ConfigError, match="not a directory"):
+        adopt_pool(tmp_path / "missing", tmp_path / "c", scen, potential=EMT)
+
+    # the encoder cache: vectors the destination lacks are added; its own are kept
+    a = FeatureCache(tmp_path / "a" / "cache", "enc", 4)
+    a.put({"k1": np.ones(4), "k2": np.full(4, 2.0)})
+    b = FeatureCache(tmp_path / "b" / "cache", "enc", 4)
+    b.put({"k2": np.full(4, 5.0)})
+    assert merge_cache(tmp_path / "a" / "cache", tmp_path / "b" / "cache") == 1
+    got = b.get(["k1", "k2"])
+    assert np.allclose(got["k1"], 1.0) and np.allclose(got["k2"], 5.0)
+    assert merge_cache(tmp_path / "a" / "cache", tmp_path / "b" / "cache") == 0

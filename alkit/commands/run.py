@@ -21,7 +21,7 @@ def _run(args) -> int:
 
     cfg = config_from_args(args)
     run_dir = args.run_dir or f"runs/{cfg.name}-{args.mode}"
-    summary = ActiveLearningDriver(cfg, run_dir).run()
+    summary = ActiveLearningDriver(cfg, run_dir, pool_from=args.pool_from).run()
     print(format_status(summary))
     return 0 if summary["converged"] else 1
 
@@ -65,6 +65,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="campaign seed (MD velocities, radial-basis start, DIRECT); repeated campaigns for "
                         "`alkit compare` differ only by it")
+    p.add_argument("--pool-from", default=None, metavar="RUN_DIR",
+                   help="adopt the finished pool scenarios (same definitions and potential) and encoder cache of "
+                        "another run instead of re-running them; the campaigns of one comparison share one pool, "
+                        "which is not counted in either mode")
     p.add_argument("--post-validation", action=argparse.BooleanOptionalAction, default=None,
                    help="run (or skip) `alkit validate` after the campaign (default: the recipe's choice); for a "
                         "repeated comparison, validate the runs afterwards so the campaigns' wall times compare")

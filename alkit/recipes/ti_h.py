@@ -21,7 +21,7 @@ from alkit.validate import MDSystem, ValidationSpec
 PRESETS = {
     "quick": "31 small Ti-H scenarios at 300/1000 K, CHGNet labels, MTP level 12 fitted to convergence (~11 min pool MD + 10-15 min AL on 2 cores)",
     "paper": "the paper's 274 scenarios, GPAW PBE labels, MTP level 20 fitted to convergence, LAMMPS MD (cluster scale)",
-    "workstation": "37 Ti-H scenarios of <= 32 atoms at 300/1000/3000 K (4 phases x 2 H contents, a GB per phase, eps-TiH2, H2), 2-ps MTP MD (LAMMPS), level 16 to convergence, CHGNet labels (sized from measured rates; seed 0: scratch 11/37 stable after 8 iterations, not finished; DIRECT all stable at iteration 6, 124 labels)",
+    "workstation": "37 Ti-H scenarios of <= 32 atoms at 300/1000/3000 K (4 phases x 2 H contents, a GB per phase, eps-TiH2, H2), 2-ps MTP MD (LAMMPS), level 16 to convergence, CHGNet labels (sized from measured rates; seed-0 results in the README)",
     "tiny": "4 scenarios (hcp/bcc Ti8 and Ti8H2) at 300 K, CHGNet labels, MTP level 6 fitted to convergence (tests, minutes)",
 }
 
