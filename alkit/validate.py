@@ -627,6 +627,29 @@ def build_test_set(run: _Run, spec: ValidationSpec, labeller, cache: Path, execu
     return structures, [records[j] for j in range(len(jobs))]
 
 
+def adopt_labeller_cache(source_run: str | os.PathLike, cache: Path) -> int:
+    """Copy the labeller MD that ``source_run`` already ran (test-set trajectories, labeller diffusion runs) into
+    ``cache``; return how many entries. Why: the runs of a comparison share one labeller and one validation spec,
+    so they should be measured on the same test set, and the labeller MD (tens of minutes per trajectory) is paid
+    once. Safe because every entry's file name carries the key of everything it depends on (structure, temperature,
+    steps, seed, labeller); an entry of another spec or labeller is simply never looked up. The done-marker (the
+    JSON) is copied last."""
+    import shutil
+
+    src = Path(source_run) / VALIDATION_DIR
+    if not src.is_dir():
+        raise InputError(f"--cache-from {source_run}: it has no {VALIDATION_DIR}/ folder (validate that run first)")
+    n = 0
+    for sub, pattern in (("test_set", "*"), ("diffusion", "labeller-*")):
+        files = sorted((src / sub).glob(pattern), key=lambda p: p.suffix == ".json")  # data first, markers last
+        for f in files:
+            dst = cache / sub / f.name
+            if f.is_file() and not dst.exists():
+                atomic_write(dst, lambda tmp, f=f: shutil.copyfile(f, tmp))
+                n += f.suffix == ".json"
+    return n
+
+
 def _per_atom_energies(structures: list[Atoms]) -> np.ndarray:
     return np.array([a.get_potential_energy() / len(a) for a in structures])
 
@@ -957,7 +980,7 @@ def validate_run(run_dir: str | os.PathLike, spec: ValidationSpec | None = None,
                  out_dir: str | os.PathLike | None = None, *, temperatures: Sequence[float] | None = None,
                  preset: str | None = None, test_set: bool = True, diffusion: bool = True,
                  labeller_md: bool = True, engine: str = "auto", executor: "str | Executor" = "serial",
-                 workers: int = 1) -> dict:
+                 workers: int = 1, cache_from: str | os.PathLike | None = None) -> dict:
     """Validate the campaign in ``run_dir`` (see the module docstring) and return what ``validation.json`` holds.
 
     ``spec``: default the recipe's ``validation(preset)`` (the run's recipe and preset, or ``preset``).
@@ -965,7 +988,8 @@ def validate_run(run_dir: str | os.PathLike, spec: ValidationSpec | None = None,
     ``labeller_md`` switches off the labeller MD of (b) (the test set always needs the labeller). ``engine``:
     "auto" (LAMMPS ``pair_style mtp`` when available), "lammps" or "ase". ``executor`` ("serial", "process",
     "dask") with ``workers`` runs the MD trajectories in parallel; an open ``concurrent.futures.Executor`` (the
-    driver's) is used as it is. Everything that can be checked is checked
+    driver's) is used as it is. ``cache_from``: another run directory whose labeller MD (test set, labeller
+    diffusion) is re-used where its keys match (:func:`adopt_labeller_cache`). Everything that can be checked is checked
     before any MD (InputError / ConfigError with one line). Outputs go to ``out_dir`` (default
     ``RUN_DIR/validation``); the MD caches always live in ``RUN_DIR/validation``.
     """
@@ -1000,6 +1024,9 @@ def validate_run(run_dir: str | os.PathLike, spec: ValidationSpec | None = None,
     out = Path(out_dir) if out_dir is not None else cache
     check_writable(cache / TEST_SET_FILE, "validation cache")
     check_writable(out / "validation.json", "validation output")
+    if cache_from is not None:
+        n = adopt_labeller_cache(cache_from, cache)
+        log.info("validation: %d cached labeller MD entries adopted from %s", n, cache_from)
 
     events = load_run(run.path)
     notes = []

@@ -141,7 +141,7 @@ def _png(path: Path) -> None:
     assert img.shape[0] > 200 and img.shape[1] > 200 and float(np.std(img[..., :3])) > 0.01, path
 
 
-def test_validate_tiny_campaign(tiny_run, browser, capsys):
+def test_validate_tiny_campaign(tiny_run, browser, capsys, tmp_path):
     assert main(["validate", str(tiny_run)]) == 0
     printed = capsys.readouterr().out
     out = tiny_run / "validation"
@@ -206,6 +206,16 @@ def test_validate_tiny_campaign(tiny_run, browser, capsys):
                                                                        errors[1]["energy_rmse"]]
     assert (tiny_run / "again" / "validation.json").is_file()
 
+    # another run of the same labeller and spec re-uses this labeller MD (one test set for a comparison); its own
+    # potential's MD is run anew
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_run, twin, ignore=shutil.ignore_patterns("validation", "again", "lock"))
+    third = validate_run(twin, cache_from=tiny_run)
+    assert all(t["cached"] for t in third["test_set"]["trajectories"])
+    assert {(r["source"], r["cached"]) for r in third["diffusion"]["runs"]} == {("mtp", False), ("labeller", True)}
+    assert [r["energy_rmse"] for r in third["test_set"]["errors"]] == [errors[0]["energy_rmse"],
+                                                                       errors[1]["energy_rmse"]]
+
 
 def test_bad_input_is_one_line_before_any_work(tiny_run, tmp_path, capsys):
     empty = tmp_path / "empty"
@@ -214,6 +224,8 @@ def test_bad_input_is_one_line_before_any_work(tiny_run, tmp_path, capsys):
         validate_run(empty)
     with pytest.raises(InputError, match="does not exist"):
         validate_run(tmp_path / "missing")
+    with pytest.raises(InputError, match="--cache-from .* no validation/ folder"):
+        validate_run(tiny_run, out_dir=tmp_path / "o", cache_from=empty)
     no_pot = tmp_path / "no_pot"
     no_pot.mkdir()
     shutil.copy(tiny_run / "config.json", no_pot / "config.json")

@@ -25,6 +25,9 @@ def register(sub) -> None:
                    help="MTP diffusion MD engine (auto: LAMMPS pair_style mtp when built)")
     p.add_argument("--executor", choices=("serial", "process", "dask"), default="serial")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--cache-from", metavar="RUN_DIR", default=None,
+                   help="re-use the labeller MD (test set, labeller diffusion) another run of the same labeller and "
+                        "spec already ran: the runs of a comparison are measured on one test set")
     p.set_defaults(func=_validate)
 
 
@@ -35,7 +38,7 @@ def _validate(args) -> int:
 
     validate_run(args.run_dir, out_dir=args.out, temperatures=args.temperatures, preset=args.preset,
                  test_set=args.test_set, diffusion=args.diffusion, labeller_md=args.labeller_md,
-                 engine=args.engine, executor=args.executor, workers=args.workers)
+                 engine=args.engine, executor=args.executor, workers=args.workers, cache_from=args.cache_from)
     out = Path(args.out) if args.out else Path(args.run_dir) / "validation"
     print((out / "validation.md").read_text(encoding="utf-8"))
     print((out / "validation.html").resolve())
