@@ -44,7 +44,7 @@ from alkit.report import (
 log = logging.getLogger(__name__)
 
 TABLE_HEADER = ["run", "mode", "all-stable at iteration", "labels to all-stable", "iterations run",
-                "labels (total)", "failed labels", "wall time", "status"]
+                "labels (total)", "failed labels", "AL wall time", "wall time", "status"]
 
 
 def _unique_names(runs: list[RunData]) -> list[str]:
@@ -77,6 +77,7 @@ def table_rows(summaries: list[dict]) -> list[list[str]]:
             str(s["iterations"]),
             "-" if s["labels"] is None else str(s["labels"]),
             "-" if s["failed"] is None else str(s["failed"]),
+            format_seconds(s["al_wall_seconds"]),
             format_seconds(s["wall_seconds"]),
             _status(s),
         ])
@@ -159,7 +160,8 @@ def chart_compare_labels(runs: list[RunData], names: list[str]) -> Chart | None:
 
 
 MODE_HEADER = ["mode", "runs", "converged", "labels to all-stable: median", "labels: range",
-               "AL iterations to all-stable: median", "AL iterations: range", "not converged"]
+               "AL iterations to all-stable: median", "AL iterations: range", "AL wall time: median (range)",
+               "not converged"]
 
 
 def _spread(values: list[int]) -> dict | None:
@@ -187,12 +189,20 @@ def mode_stats(summaries: list[dict]) -> list[dict]:
             "labels_to_all_stable": _spread([s["labels_to_all_stable"] for s in conv
                                              if s["labels_to_all_stable"] is not None]),
             "iterations_to_all_stable": _spread([s["all_stable_iteration"] for s in conv]),
+            "al_wall_seconds": _spread([s["al_wall_seconds"] for s in conv]),
         })
     return out
 
 
 def _range(sp: dict | None) -> str:
     return "-" if sp is None else (f"{sp['min']:g}" if sp["min"] == sp["max"] else f"{sp['min']:g}–{sp['max']:g}")
+
+
+def _wall_spread(sp: dict | None) -> str:
+    if sp is None:
+        return "-"
+    lo, hi = format_seconds(sp["min"]), format_seconds(sp["max"])
+    return f"{format_seconds(sp['median'])} ({lo}–{hi})" if lo != hi else format_seconds(sp["median"])
 
 
 def mode_rows(stats: list[dict]) -> list[list[str]]:
@@ -204,7 +214,7 @@ def mode_rows(stats: list[dict]) -> list[list[str]]:
         rows.append([m["mode"], str(m["runs"]), f"{m['converged']}/{m['runs']} converged",
                      "not reached" if lab is None else f"{lab['median']:g}", _range(lab),
                      "not reached" if its is None else f"{its['median']:g}", _range(its),
-                     ", ".join(missing) or "-"])
+                     _wall_spread(m["al_wall_seconds"]), ", ".join(missing) or "-"])
     return rows
 
 
@@ -314,7 +324,7 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
 
     md = ["# alkit run comparison", ""]
     if repeated:
-        md += ["## Per mode", "", _markdown(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6}),
+        md += ["## Per mode", "", _markdown(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6, 7}),
                "Medians and ranges over the converged runs only; runs that never reached all-stable are counted "
                "and named, not averaged. AL iterations: the all-stable iteration (iteration 0 is the seed "
                "potential).", ""]
@@ -331,13 +341,13 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
 
     body = []
     if repeated:
-        body += ["<h2>Per mode</h2>", html_table(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6}),
+        body += ["<h2>Per mode</h2>", html_table(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6, 7}),
                  '<div class="caption">Medians and ranges over the converged runs only; runs that never reached '
                  'all-stable are counted and named, not averaged. AL iterations: the all-stable iteration '
                  '(iteration 0 is the seed potential).</div>']
         body += [f"<p>{html.escape(' '.join(_mode_notes(stats)))}</p>"] if _mode_notes(stats) else []
     body += ["<h2>Summary</h2>" if not repeated else "<h2>Per run</h2>",
-             html_table(TABLE_HEADER, table_rows(summaries), numeric={2, 3, 4, 5, 6})]
+             html_table(TABLE_HEADER, table_rows(summaries), numeric={2, 3, 4, 5, 6, 7, 8})]
     if notes:
         body.append(f"<p>{html.escape(' '.join(notes))}</p>")
     not_started = [s["run"] for s in summaries if s["last_iteration"] is None]

@@ -40,6 +40,8 @@ MAX_BOX_POINTS = 5000
 STAGE_ORDER = ("pool", "encode", "direct", "label", "fit", "explore", "select")
 #: Stages that run once before the loop (the driver logs them under iteration 0): drawn as their own "setup" bar.
 SETUP_STAGES = ("pool", "encode", "direct")
+#: The shared inputs of a comparison (one pool, encoded once, may serve every run): not part of either mode's cost.
+SHARED_STAGES = ("pool", "encode")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -279,7 +281,8 @@ def summarize_run(run_dir: str | os.PathLike | RunData) -> dict:
     the log says), iterations (finished iterations), last_iteration, labels and failed (latest cumulative counts),
     all_stable_iteration (the first iteration whose exploration had every scenario stable, or None), iterations_to_all_stable (how many iterations ran up to and including it),
     labels_to_all_stable (cumulative labels the potential of that iteration was trained on), wall_seconds (sum of
-    the stage times), elapsed_seconds (first to last event), n_scenarios, temperatures.
+    the stage times), al_wall_seconds (the same without :data:`SHARED_STAGES`, so a run that built the pool and
+    one that adopted it compare), elapsed_seconds (first to last event), n_scenarios, temperatures.
     """
     run = run_dir if isinstance(run_dir, RunData) else load_run(run_dir)
     started = run.started or {}
@@ -323,6 +326,7 @@ def summarize_run(run_dir: str | os.PathLike | RunData) -> dict:
         "iterations_to_all_stable": None if first_stable is None else sum(1 for i in explored if i <= first_stable),
         "labels_to_all_stable": labels_at,
         "wall_seconds": float(sum(sum(v.values()) for v in wall.values())),
+        "al_wall_seconds": float(sum(sec for v in wall.values() for st, sec in v.items() if st not in SHARED_STAGES)),
         "elapsed_seconds": float(max(times) - min(times)) if times else 0.0,
         "n_scenarios": n_sc,
         "temperatures": list(stable_fractions(run)),
@@ -878,6 +882,7 @@ def _summary_rows(s: dict, run: RunData) -> list[list[Any]]:
         ["scenarios", "-" if s["n_scenarios"] is None else s["n_scenarios"]],
         ["temperatures", ", ".join(temperature_label(t) for t in s["temperatures"]) or "-"],
         ["wall time (sum of stages)", format_seconds(s["wall_seconds"])],
+        ["AL wall time (without pool MD and encoding)", format_seconds(s["al_wall_seconds"])],
     ]
     if run.pool:
         rows.insert(8, ["pool structures", run.pool.get("n_structures", "-")])

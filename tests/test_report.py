@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _runfixture import write_run
+from _runfixture import SETUP_SECONDS, write_run
 
 from alkit.cli import main
 from alkit.compare import compare_runs
 from alkit.errors import InputError
 from alkit.events import EventLog
-from alkit.report import build_report, summarize_run
+from alkit.report import build_report, format_seconds, summarize_run
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -306,6 +306,8 @@ def test_summary_numbers(runs):
         assert s["labels_to_all_stable"] == f["labels_to_all_stable"]
         assert s["converged"] is f["converged"]
         assert s["wall_seconds"] == pytest.approx(f["wall"])
+        shared = SETUP_SECONDS["pool"] + (SETUP_SECONDS["encode"] if key == "direct" else 0.0)
+        assert s["al_wall_seconds"] == pytest.approx(f["wall"] - shared)  # the shared pool is no mode's cost
         assert s["temperatures"] == [300.0, 1000.0]
     assert summarize_run(runs["direct"])["iterations_to_all_stable"] == runs["facts"]["direct"]["all_stable_iteration"] + 1
 
@@ -338,6 +340,7 @@ def test_compare_table_and_page(runs, browser, tmp_path, capsys):
     assert d["labels (total)"] == str(fd["labels"]) and s["labels (total)"] == str(fs["labels"]) == "54"
     assert d["failed labels"] == "2" and s["failed labels"] == "4"
     assert d["wall time"] == "7 min 13 s"  # 433 s of stages
+    assert d["AL wall time"] == "4 min 58 s"  # without the 120 s pool and the 15 s encoding
 
     plots = open_page(browser, out / "compare.html")
     assert [p["id"] for p in plots] == ["plot-compare_stability", "plot-compare_labels"]
@@ -430,6 +433,8 @@ def test_compare_several_runs_per_mode(seeds, browser, tmp_path, capsys):
     assert d["labels to all-stable: median"] == f"{np.median(direct_labels):g}" == "54"
     assert d["labels: range"] == f"{direct_labels[0]}–{direct_labels[-1]}" == "42–54"
     assert d["AL iterations to all-stable: median"] == "2" and d["AL iterations: range"] == "1–2"
+    walls = sorted(summarize_run(root / n)["al_wall_seconds"] for n in names if n.startswith("direct"))
+    assert d["AL wall time: median (range)"].startswith(format_seconds(float(np.median(walls))))
     # the run that never converged is counted and named, and not in the medians (over the 2 converged runs)
     assert s["runs"] == "3" and s["converged"] == "2/3 converged" and s["not converged"] == "scratch_s2"
     assert s["labels to all-stable: median"] == f"{np.median(scratch_labels):g}"
