@@ -355,7 +355,7 @@ def test_cli_grade_and_select_add(tih, tmp_path, capsys):
     assert "missing.extxyz" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("rank_deficient", [False, True])
+@pytest.mark.parametrize("rank_deficient", [False, True, "round-off"])
 def test_maxvol_holds_for_rows_spanning_many_orders_of_magnitude(rank_deficient):
     """Level-16 basis rows span 1e-5..4e11 per column. There, the Sherman-Morrison updates of the swap loop drifted
     until the loop stopped on a set that graded its own training rows at gamma ~ 500 (a workstation campaign then broke
@@ -366,8 +366,14 @@ def test_maxvol_holds_for_rows_spanning_many_orders_of_magnitude(rank_deficient)
     rng = np.random.default_rng(3)
     n, p = 3000, 60
     B = rng.standard_normal((n, p)) @ np.diag(10.0 ** np.linspace(-5, 11, p))
-    if rank_deficient:  # one direction no row spans: only MLIP-2's regularised start applies
+    if rank_deficient is True:  # one direction no row spans: only MLIP-2's regularised start applies
         B[:, 7] = 2.0 * B[:, 3]
+    elif rank_deficient:
+        # the same, but the dependent column is built from columns of ~1e12, so every row has a round-off component
+        # of ~1e-4 along the missing direction: above an absolute eps = 1e-5, the loop swapped that noise in and the
+        # set graded its own rows at gamma ~ 15 (a workstation campaign: 198 of 202 training structures above 1)
+        B = rng.standard_normal((n, p)) @ np.diag(10.0 ** np.linspace(-5, 13, p))
+        B[:, 7] = 0.3 * B[:, 55] + 0.7 * B[:, 58]
     state = maxvol_qr(B)
     if rank_deficient:
         assert state is None

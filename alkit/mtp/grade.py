@@ -35,7 +35,8 @@ Where alkit's own MaxVol differs from motep's, and why:
    row has |c| > 1 + tol. The real rows end up spanning the training rows' span, so the exact symmetry directions
    (where every configuration's row has a zero component) do not affect gamma; training configurations grade
    <= 1 + tol; a new configuration with a component in a direction the training set never spanned grades
-   ~ |component| / eps >> 1.
+   ~ |component| / eps >> 1. Here ``eps`` is relative to each column's largest training value, not absolute as in
+   MLIP-2 (see :func:`maxvol_regularized` for the failure an absolute ``eps`` caused on level-16 rows).
 3. Grading uses a precomputed inverse of ``A`` (``inv``, falling back to ``pinv`` if ``A`` is singular) instead of a
    ``lstsq`` solve per call, because MD grades every step.
 4. Rows come from the compiled core's evaluation pass (which keeps its neighbour list between MD steps) instead of
@@ -247,12 +248,19 @@ def maxvol_qr(B: np.ndarray, tol: float = 1e-9, max_iter: int = 100_000) -> _Max
 
 
 def maxvol_regularized(B: np.ndarray, eps: float = DEFAULT_EPS, tol: float = 1e-9, max_iter: int = 100_000) -> _MaxVolState:
-    """MLIP-2's MaxVol from a regularised start ``A = eps * I``; works for any number of rows and any rank.
+    """MLIP-2's MaxVol from a regularised start ``eps * I``; works for any number of rows and any rank.
 
-    As in MLIP-2 the regulariser is absolute (not scaled per column): a direction of parameter space that the
-    training rows span only weakly keeps its ``eps`` row, and any new row with a component along it grades high.
+    Unlike MLIP-2, the regulariser is relative to each column's largest training value: the loop runs on the
+    column-scaled rows ``B / s`` from ``eps * I`` and returns ``A = A_scaled * s`` (gamma of a data row is unchanged
+    by column scaling). Why: level-16 columns reach 3e13, where round-off alone is ~1e-3, far above an absolute
+    ``eps = 1e-5``; a workstation campaign swapped such noise in for the one direction its rows did not span, and
+    the active set graded 198 of its 202 own training structures above 1 (up to 10.7) and broke every MD at step 0.
+    A direction the training rows span only weakly (below ``eps`` relative) still keeps its ``eps`` row, and any new
+    row with a component along it grades high, as in MLIP-2.
     """
     n, p = B.shape
+    scale = _colscale(B) if n else np.ones(p)
+    B = B / scale
     A = eps * np.eye(p)
     source = np.full(p, -1, dtype=int)
     c = B / eps
@@ -279,7 +287,7 @@ def maxvol_regularized(B: np.ndarray, eps: float = DEFAULT_EPS, tol: float = 1e-
     else:
         success = False
         log.warning("regularised MaxVol did not converge in %d swaps", max_iter)
-    return _MaxVolState(A=A, source=source, algorithm="maxvol-regularized", nit=nit, success=success)
+    return _MaxVolState(A=A * scale, source=source, algorithm="maxvol-regularized", nit=nit, success=success)
 
 
 def _inverse(A: np.ndarray) -> np.ndarray:
