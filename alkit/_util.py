@@ -133,6 +133,13 @@ def atomic_write(path: str | Path, content: "str | bytes | Callable[[str], Any]"
     return path
 
 
+def atomic_copy(source: str | Path, path: str | Path) -> Path:
+    """Copy a file to ``path`` through :func:`atomic_write`: a kill mid-copy never leaves a truncated file there."""
+    import shutil
+
+    return atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))
+
+
 def check_writable(path: str | Path, what: str = "output file") -> Path:
     """Fail now (InputError naming the path) if ``path`` cannot be written, rather than after the work that
     produces it: creates the parent folder and a probe file next to it."""

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
-from alkit._util import atomic_write
+from alkit._util import atomic_copy, atomic_write
 from alkit.errors import AlkitError, ConfigError, InputError
 from alkit.scenarios import Scenario, check_unique_ids, load_scenarios
 
@@ -383,8 +383,6 @@ def adopt_pool(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
     either run directory can be moved or deleted alone; the done-marker is written last, so a kill mid-copy leaves a
     scenario that is simply run again.
     """
-    import shutil
-
     src, out = Path(source_dir), Path(out_dir)
     if not src.is_dir():
         raise ConfigError(f"--pool-from: {src} is not a directory")
@@ -403,7 +401,7 @@ def adopt_pool(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
         a, b = scenario_paths(src, s.id), scenario_paths(out, s.id)
         for part in ("frames", "last_good", "status"):
             if a[part].is_file():
-                atomic_write(b[part], lambda tmp, f=a[part]: shutil.copyfile(f, tmp))
+                atomic_copy(a[part], b[part])
         adopted.append(s.id)
     if not adopted:
         raise ConfigError(f"--pool-from: {src} holds no finished scenario of this campaign (same definition and "

@@ -43,7 +43,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from alkit._util import atomic_write, json_default
+from alkit._util import atomic_copy, atomic_write, json_default
 from alkit.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -634,8 +634,6 @@ def adopt_labeller_cache(source_run: str | os.PathLike, cache: Path) -> int:
     once. Safe because every entry's file name carries the key of everything it depends on (structure, temperature,
     steps, seed, labeller); an entry of another spec or labeller is simply never looked up. The done-marker (the
     JSON) is copied last."""
-    import shutil
-
     src = Path(source_run) / VALIDATION_DIR
     if not src.is_dir():
         raise InputError(f"--cache-from {source_run}: it has no {VALIDATION_DIR}/ folder (validate that run first)")
@@ -645,7 +643,7 @@ def adopt_labeller_cache(source_run: str | os.PathLike, cache: Path) -> int:
         for f in files:
             dst = cache / sub / f.name
             if f.is_file() and not dst.exists():
-                atomic_write(dst, lambda tmp, f=f: shutil.copyfile(f, tmp))
+                atomic_copy(f, dst)
                 n += f.suffix == ".json"
     return n
 
