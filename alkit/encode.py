@@ -159,11 +159,9 @@ def merge_cache(source_dir: str | os.PathLike, cache_dir: str | os.PathLike) -> 
     src, dst = Path(source_dir), Path(cache_dir)
     added = 0
     for path in sorted(src.glob("*.sqlite")):
-        dst.mkdir(parents=True, exist_ok=True)
+        cache = FeatureCache(dst, path.stem, dim=0)  # the file, schema and connection settings of a cache
         try:
-            with closing(sqlite3.connect(dst / path.name, timeout=60.0)) as con:
-                con.execute("PRAGMA journal_mode=WAL")
-                con.execute("CREATE TABLE IF NOT EXISTS features (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+            with closing(cache._connect()) as con:
                 con.execute("ATTACH DATABASE ? AS src", (str(path),))
                 with con:
                     added += con.execute("INSERT OR IGNORE INTO features SELECT key, vec FROM src.features").rowcount
