@@ -235,6 +235,25 @@ def _mode_notes(stats: list[dict]) -> list[str]:
     return notes
 
 
+def pool_note(summaries: list[dict]) -> str:
+    """One sentence on whether the runs chose from the same configuration pool (``pool_digest``): a comparison
+    across different pools compares the pools as much as the modes."""
+    known = {}
+    for s in summaries:
+        if s.get("pool_digest"):
+            known.setdefault(s["pool_digest"], []).append(s["run"])
+    unknown = [s["run"] for s in summaries if not s.get("pool_digest")]
+    if not known:
+        return "Pool: no run records its pool digest (logs that predate it)." if unknown else ""
+    tail = f" Pool unknown for {', '.join(unknown)} (a log that predates the digest)." if unknown else ""
+    if len(known) == 1:
+        (digest, names), = known.items()
+        who = "all runs" if not unknown else f"{len(names)} runs"
+        return f"Pool: {who} share pool {digest}.{tail}"
+    groups = "; ".join(f"{d}: {', '.join(n)}" for d, n in known.items())
+    return f"Pool: the runs chose from {len(known)} different pools ({groups}).{tail}"
+
+
 def stability_bands(runs: list[RunData], summaries: list[dict]) -> dict[str, dict[float, dict]]:
     """Stable fraction per mode and temperature against iteration, over the mode's runs:
     ``{mode: {T: {"iterations", "median", "min", "max", "n"}}}``. A run that reached all-stable stopped there, and
@@ -334,6 +353,8 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
     notes = _ratio_notes(summaries) if not repeated else []
     if notes:
         md += [" ".join(notes), ""]
+    pool = pool_note(summaries)
+    md += [pool, ""] if pool else []
     md += ["\"all-stable at iteration\": the first AL iteration whose MTP ran every MD scenario to full length "
            "below the γ threshold; \"labels to all-stable\": the labels that potential was trained on.", ""]
     md += [f"![{html.escape(c.title)}]({c.key}.png)" for c in charts]
@@ -350,6 +371,8 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
              html_table(TABLE_HEADER, table_rows(summaries), numeric={2, 3, 4, 5, 6, 7, 8})]
     if notes:
         body.append(f"<p>{html.escape(' '.join(notes))}</p>")
+    if pool:
+        body.append(f"<p>{html.escape(pool)}</p>")
     not_started = [s["run"] for s in summaries if s["last_iteration"] is None]
     if not_started:
         body.append(f'<div class="missing">No iteration yet in: {html.escape(", ".join(not_started))}</div>')
@@ -358,7 +381,7 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
     page = render_page("alkit run comparison", meta, body, [(c, f"{c.key}.png") for c in charts])
     index = out / "compare.html"
     atomic_write(index, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
-    data = {"runs": summaries, "modes": stats,
+    data = {"runs": summaries, "modes": stats, "pool": pool,
             "bands": {m: {f"{t:g}": b for t, b in per_t.items()} for m, per_t in bands.items()}}
     atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(
         json.dumps(data, indent=1, default=json_default) + "\n", encoding="utf-8"))

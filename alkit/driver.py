@@ -308,7 +308,7 @@ class ActiveLearningDriver:
     def _build_pool(self, wall: dict) -> None:
         if self._done("pool"):
             return
-        from alkit.pool import adopt_pool, downsample, load_pool, run_pool
+        from alkit.pool import adopt_pool, downsample, load_pool, pool_digest, run_pool
 
         cfg = self.config
         scenarios = cfg.pool_scenarios or cfg.scenarios
@@ -340,7 +340,7 @@ class ActiveLearningDriver:
             )
         self.store.set_state("pool_ids", [int(i) for i in ids])
         self.events.emit("pool_built", n_structures=len(frames), n_scenarios=len(scenarios),
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0, digest=pool_digest(frames))
         self._mark("pool", len(frames))
 
     def _fit_sampler(self, wall: dict) -> None:

@@ -50,9 +50,13 @@ class RunReopened:
 
 @dataclass
 class PoolBuilt:
+    """The configuration pool in the store; ``digest`` (:func:`alkit.pool.pool_digest`) names its content, so runs
+    of one comparison can be shown to have chosen from the same configurations (None in older logs)."""
+
     n_structures: int
     n_scenarios: int
     seconds: float
+    digest: str | None = None
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ase import Atoms
 
 from alkit._util import atomic_copy, atomic_write
 from alkit.errors import AlkitError, ConfigError, InputError
+from alkit.io import structure_hash
 from alkit.scenarios import Scenario, check_unique_ids, load_scenarios
 
 log = logging.getLogger(__name__)
@@ -521,6 +522,19 @@ def load_pool(out_dir: str | os.PathLike, scenario_ids: Sequence[str] | None = N
             frame.info["step"] = int(frame.info.get("step", -1))
             frames.append(frame)
     return frames
+
+
+def pool_digest(frames: Sequence[Atoms]) -> str:
+    """A short content hash of the pool: :func:`alkit.io.structure_hash` of every snapshot, in order.
+
+    Why: a comparison is only fair when its campaigns chose from the same configurations. Runs that share a pool
+    directory (``--pool-from``) or rebuild it identically (same scenarios, potential and seed, on another machine
+    or day) get the same digest, and ``alkit compare`` says whether its runs do.
+    """
+    h = hashlib.sha256()
+    for frame in frames:
+        h.update(structure_hash(frame).encode("ascii"))
+    return h.hexdigest()[:16]
 
 
 def _encode(encoder, frames: Sequence[Atoms]) -> np.ndarray:

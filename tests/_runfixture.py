@@ -34,6 +34,7 @@ def write_run(
     with_pcs: bool = True,
     n_pool: int = 600,
     seed: int = 0,
+    pool_digest: str | None = None,
 ) -> dict:
     """Write events.jsonl (+ direct/pcs.npz, iterations/iter_NNN/) for a run of iterations 0..n-1.
 
@@ -50,7 +51,7 @@ def write_run(
     # like alkit.driver: the one-off stages are logged under iteration 0
     log.emit("stage", iteration=0, stage="pool", seconds=setup["pool"])
     log.emit("pool_built", n_structures=n_pool, n_scenarios=len(TEMPERATURES) * SCENARIOS_PER_T,
-             seconds=setup["pool"])
+             seconds=setup["pool"], **({"digest": pool_digest} if pool_digest else {}))
     d = 4
     evr = np.array([0.4, 0.25, 0.15, 0.1])
     coverage = np.array([0.95, 0.9, 0.82, 0.7])

@@ -16,6 +16,7 @@ import pytest
 from alkit.driver import ActiveLearningDriver, format_status, run_status
 from alkit.errors import ConfigError, InputError
 from alkit.events import read_events
+from alkit.pool import load_pool, pool_digest
 from alkit.recipe import build_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,6 +166,10 @@ def test_direct_seeded_campaign_reaches_all_stable(tmp_path, model_dir):
     assert sorted(p.name for p in (other / "pool").glob("*.extxyz")) == pool_files
     assert all((other / "pool" / f).read_bytes() == (run / "pool" / f).read_bytes() for f in pool_files)
     assert s1["pool"] == summary["pool"] and s1["labelled"] >= 1
+    # and the logs show it: both runs' pool digests are that of the pool's content
+    digests = [read_events(r, "pool_built")[0]["digest"] for r in (run, other)]
+    assert digests[0] == digests[1] == pool_digest(load_pool(run / "pool"))
+    assert pool_digest(load_pool(run / "pool")[1:]) != digests[0]
 
 
 @pytest.mark.slow

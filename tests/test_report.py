@@ -406,12 +406,27 @@ def seeds(tmp_path_factory):
         for i, a in enumerate(stable_at):
             name = f"{mode}_s{i}"
             facts[name] = write_run(root / name, mode=mode, n_iterations=5, all_stable_at=a, seed_labels=labels,
-                                    with_pcs=mode == "direct", seed=10 * i + len(mode))
+                                    with_pcs=mode == "direct", seed=10 * i + len(mode),
+                                    pool_digest="bbbb" if name == "scratch_s2" else "aaaa")
     return root, facts
 
 
 def _md_section(md: str, title: str) -> dict[str, dict[str, str]]:
     return _md_rows(md.split(f"## {title}", 1)[1].split("\n## ", 1)[0])
+
+
+def test_pool_note_names_shared_different_and_unknown_pools():
+    from alkit.compare import pool_note
+
+    def runs(*digests):
+        return [{"run": f"r{i}", "pool_digest": d} for i, d in enumerate(digests)]
+
+    assert pool_note(runs("ab12", "ab12")) == "Pool: all runs share pool ab12."
+    assert pool_note(runs("ab12", None, "ab12")) == ("Pool: 2 runs share pool ab12. Pool unknown for r1 (a log "
+                                                     "that predates the digest).")
+    assert pool_note(runs(None, None)) == "Pool: no run records its pool digest (logs that predate it)."
+    assert pool_note(runs("ab12", "cd34")) == "Pool: the runs chose from 2 different pools (ab12: r0; cd34: r1)."
+    assert pool_note([]) == ""
 
 
 def test_compare_several_runs_per_mode(seeds, browser, tmp_path, capsys):
@@ -443,8 +458,13 @@ def test_compare_several_runs_per_mode(seeds, browser, tmp_path, capsys):
     assert per_run["scratch_s2"]["status"] == "not converged"
     assert per_run["scratch_s2"]["all-stable at iteration"] == "not reached"
     assert "0.89x the median labels and 1.75x the median AL iterations of direct" in md
+    # one run chose from another pool: the comparison says so
+    assert ("Pool: the runs chose from 2 different pools (aaaa: direct_s0, direct_s1, direct_s2, scratch_s0, "
+            "scratch_s1; bbbb: scratch_s2).") in md
 
     data = json.loads((out / "compare.json").read_text())
+    assert data["pool"].startswith("Pool: the runs chose from 2 different pools")
+    assert [s_["pool_digest"] for s_ in data["runs"]] == ["aaaa"] * 5 + ["bbbb"]
     assert [m["mode"] for m in data["modes"]] == ["direct", "scratch"]
     assert data["modes"][1]["iterations_to_all_stable"]["values"] == [3, 4]
 
