@@ -5,12 +5,16 @@
 (b) energies + forces (MD run mode), µs per atom-step, one thread;
 (c) a fit to convergence of a level-16 MTP on 1,000 cells of ~40 atoms (200 more for validation): wall and CPU
     time, iterations, train and validation errors; motep's time for the same number of loss+gradient evaluations
-    extrapolated from its measured per-evaluation cost.
+    extrapolated from its measured per-evaluation cost;
+(d) one variable-projection evaluation (least-squares assembly + loss and gradient) at active-learning set sizes
+    (13-150 cells of ~40 atoms, level 16): CPU per atom on 1 thread, and the 2-thread speed-up of each half against
+    the ideal 2.0 (the campaigns' fits run on 2 threads; a set of a few tens of cells must still split evenly).
 
 Figures are CPU seconds per unit of work where a ratio is quoted (this machine is shared); the fit reports both.
 
     nice -n 10 python bench/bench_mtp_engine.py            # all three parts
     nice -n 10 python bench/bench_mtp_engine.py --parts a b
+    nice -n 10 python bench/bench_mtp_engine.py --parts d     # needs 2 idle cores to mean anything
 """
 from __future__ import annotations
 
@@ -175,9 +179,33 @@ def part_c(frames40, n_train: int, n_valid: int, threads: int, method: str, max_
     return r
 
 
+def part_d(frames40, sizes) -> list[dict]:
+    from alkit.mtp.train import TrainingData
+
+    rows = []
+    pot = _potential(16, frames40)
+    theta = pot.theta
+    for n in sizes:
+        frames = frames40[:n]
+        data = TrainingData(pot, frames, SPECIES)
+        n_atoms = data.n_atoms
+        r = {"configs": len(frames), "atoms": n_atoms}
+        for name, fn in (("lls", lambda t: data.data.lls(theta, WEIGHTS, t)),
+                         ("loss_grad", lambda t: data.loss_grad(theta, WEIGHTS, t))):
+            cpu1, wall1 = _cpu_per_call(lambda: fn(1), min_seconds=1.0)
+            _, wall2 = _cpu_per_call(lambda: fn(2), min_seconds=1.0)
+            r.update({f"{name}_1t_us_per_atom": cpu1 / n_atoms * 1e6, f"{name}_speedup": wall1 / wall2})
+        rows.append(r)
+        print(f"(d) {n:4d} cells ({n_atoms} atoms) L16: least squares {r['lls_1t_us_per_atom']:6.1f} µs/atom, "
+              f"x{r['lls_speedup']:.2f} on 2 threads; loss+gradient {r['loss_grad_1t_us_per_atom']:6.1f} µs/atom, "
+              f"x{r['loss_grad_speedup']:.2f} (ideal x2.00)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
+    ap.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c", "d"])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[13, 29, 49, 81, 112, 150], help="cells in (d)")
     ap.add_argument("--levels", type=int, nargs="+", default=[10, 16, 20])
     ap.add_argument("--n40", type=int, default=100, help="~40-atom cells in (a) (default 100)")
     ap.add_argument("--n108", type=int, default=40, help="108-atom cells in (a) (default 40)")
@@ -192,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("motep").setLevel(logging.ERROR)
-    frames40 = make_tih_dataset(args.train + args.valid, OUT / "tih40_chgnet.extxyz")
-    frames108 = make_tih_dataset(args.n108, OUT / "tih108_chgnet.extxyz", n_ti=108, max_h=16, per_run=10)
+    # label only what the chosen parts use (cached in bench/out; a larger request relabels)
+    n40 = max([args.train + args.valid] * ("c" in args.parts) + [args.n40] * bool({"a", "b"} & set(args.parts))
+              + [max(args.sizes)] * ("d" in args.parts))
+    frames40 = make_tih_dataset(n40, OUT / "tih40_chgnet.extxyz")
+    frames108 = (make_tih_dataset(args.n108, OUT / "tih108_chgnet.extxyz", n_ti=108, max_h=16, per_run=10)
+                 if {"a", "b"} & set(args.parts) else [])
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; motep 0.2.0 cext vs alkit "
           f"compiled core", flush=True)
     result: dict = {}
@@ -203,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         result["b"] = part_b(frames40, frames108, args.levels)
     if "c" in args.parts:
         result["c"] = part_c(frames40, args.train, args.valid, args.threads, args.method, args.max_iter, args.tol)
+    if "d" in args.parts:
+        result["d"] = part_d(frames40, args.sizes)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1, default=float))
     if "a" in result:
@@ -227,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['evaluations']}, {r['stopped']}) | {r['fit_wall_s']:.0f} | {r['fit_cpu_s']:.0f} | "
               f"{r['motep_extrapolated_s'] / 3600:.1f} h | {t['energy_rmse']:.2f} meV/atom / {t['force_rmse']:.3f} eV/Å "
               f"| {v['energy_rmse']:.2f} meV/atom / {v['force_rmse']:.3f} eV/Å |")
+    if "d" in result:
+        print("\n| cells (atoms) | least squares µs/atom (1 thread CPU) | 2 threads | loss+gradient µs/atom | 2 threads |")
+        print("|---|---|---|---|---|")
+        for r in result["d"]:
+            print(f"| {r['configs']} ({r['atoms']}) | {r['lls_1t_us_per_atom']:.1f} | x{r['lls_speedup']:.2f} | "
+                  f"{r['loss_grad_1t_us_per_atom']:.1f} | x{r['loss_grad_speedup']:.2f} |")
     return 0
 
 

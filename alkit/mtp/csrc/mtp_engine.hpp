@@ -182,7 +182,12 @@ struct TrainingSet {
     std::vector<std::vector<double>> scratch;  // per thread: pair grads, forces, deltas
 
     static constexpr int GRAD_BLOCK = 2;   // configurations per reduction slot (fixed: thread-count independent)
-    static constexpr int LLS_BLOCK = 32;
+    // The least-squares assembly sums per-block normal matrices (nl x nl each) in block order, so its result depends
+    // on the block partition, never on the thread count. Many small blocks let 2+ threads share an active-learning
+    // set of tens of configurations evenly (32 per block left a 29-configuration set on one thread); the bound on
+    // their memory keeps high levels (nl = 866 at level 24) from allocating a matrix per configuration.
+    static constexpr int LLS_MAX_BLOCKS = 64;
+    static constexpr size_t LLS_BLOCK_BYTES = size_t(64) << 20;
 
     int n_atoms_total() const { return int(types.size()); }
 
@@ -349,7 +354,10 @@ struct TrainingSet {
         n_threads = std::max(1, n_threads);
         prepare_threads(n_threads);
         const int s = B.n_scalar, nl = B.n_linear();
-        const int n_blocks = (n_configs + LLS_BLOCK - 1) / LLS_BLOCK;
+        const size_t by_memory = std::max<size_t>(1, LLS_BLOCK_BYTES / (sizeof(double) * size_t(nl) * nl));
+        const int max_blocks = int(std::min<size_t>(LLS_MAX_BLOCKS, by_memory));
+        const int per_block = std::max(1, (n_configs + max_blocks - 1) / max_blocks);
+        const int n_blocks = (n_configs + per_block - 1) / per_block;
         std::vector<double> bK(size_t(n_blocks) * nl * nl, 0.0), bh(size_t(n_blocks) * nl, 0.0), bc(n_blocks, 0.0);
         std::vector<std::vector<double>> dbuf(n_threads), sbuf(n_threads);
         const double inv_nc = 1.0 / std::max(1, n_configs);
@@ -358,7 +366,7 @@ struct TrainingSet {
             double* hb = &bh[size_t(blk) * nl];
             Work& w = works[tid];
             std::vector<double>& D = dbuf[tid];
-            for (int c = blk * LLS_BLOCK; c < std::min(n_configs, (blk + 1) * LLS_BLOCK); ++c) {
+            for (int c = blk * per_block; c < std::min(n_configs, (blk + 1) * per_block); ++c) {
                 const Neighborhoods& nb = nbs[c];
                 const int n = nb.n_atoms;
                 const int* ty = &types[atom_offset[c]];
