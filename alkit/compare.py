@@ -237,21 +237,33 @@ def _mode_notes(stats: list[dict]) -> list[str]:
 
 def pool_note(summaries: list[dict]) -> str:
     """One sentence on whether the runs chose from the same configuration pool (``pool_digest``): a comparison
-    across different pools compares the pools as much as the modes."""
-    known = {}
-    for s in summaries:
+    across different pools compares the pools as much as the modes. Runs that drew on no pool (``pool_used``
+    False: AL from scratch) are named as such, not as unknown."""
+    used = [s for s in summaries if s.get("pool_used", True)]
+    none = [s["run"] for s in summaries if not s.get("pool_used", True)]
+    no_pool = f" {', '.join(none)} drew on no pool (AL from scratch)." if none else ""
+    known: dict[str, list[str]] = {}
+    for s in used:
         if s.get("pool_digest"):
             known.setdefault(s["pool_digest"], []).append(s["run"])
-    unknown = [s["run"] for s in summaries if not s.get("pool_digest")]
+    unknown = [s["run"] for s in used if not s.get("pool_digest")]
     if not known:
-        return "Pool: no run records its pool digest (logs that predate it)." if unknown else ""
+        if unknown:
+            return "Pool: no run records its pool digest (logs that predate it)." + no_pool
+        return "Pool: no run drew on a pool." if none else ""
     tail = f" Pool unknown for {', '.join(unknown)} (a log that predates the digest)." if unknown else ""
     if len(known) == 1:
         (digest, names), = known.items()
-        who = "all runs" if not unknown else f"{len(names)} runs"
-        return f"Pool: {who} share pool {digest}.{tail}"
+        if unknown:
+            who = f"{len(names)} runs"
+        elif none:
+            who = f"the {len(names)} runs with a pool" if len(names) > 1 else f"{names[0]}, the run with a pool, uses"
+        else:
+            who = "all runs"
+        verb = "" if who.endswith(" uses") else " share"
+        return f"Pool: {who}{verb} pool {digest}.{tail}{no_pool}"
     groups = "; ".join(f"{d}: {', '.join(n)}" for d, n in known.items())
-    return f"Pool: the runs chose from {len(known)} different pools ({groups}).{tail}"
+    return f"Pool: the runs chose from {len(known)} different pools ({groups}).{tail}{no_pool}"
 
 
 def stability_bands(runs: list[RunData], summaries: list[dict]) -> dict[str, dict[float, dict]]:

@@ -282,8 +282,9 @@ def summarize_run(run_dir: str | os.PathLike | RunData) -> dict:
     all_stable_iteration (the first iteration whose exploration had every scenario stable, or None), iterations_to_all_stable (how many iterations ran up to and including it),
     labels_to_all_stable (cumulative labels the potential of that iteration was trained on), wall_seconds (sum of
     the stage times), al_wall_seconds (the same without :data:`SHARED_STAGES`, so a run that built the pool and
-    one that adopted it compare), elapsed_seconds (first to last event), n_scenarios, temperatures, pool_digest
-    (the pool's content hash, None when the log predates it).
+    one that adopted it compare), elapsed_seconds (first to last event), n_scenarios, temperatures, pool_used
+    (the run built or adopted a configuration pool; AL from scratch without a DIRECT sampler has none), pool_digest
+    (the pool's content hash, None without a pool or when the log predates it).
     """
     run = run_dir if isinstance(run_dir, RunData) else load_run(run_dir)
     started = run.started or {}
@@ -331,6 +332,7 @@ def summarize_run(run_dir: str | os.PathLike | RunData) -> dict:
         "elapsed_seconds": float(max(times) - min(times)) if times else 0.0,
         "n_scenarios": n_sc,
         "temperatures": list(stable_fractions(run)),
+        "pool_used": run.pool is not None,
         "pool_digest": (run.pool or {}).get("digest"),
     }
 

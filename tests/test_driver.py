@@ -18,6 +18,7 @@ from alkit.errors import ConfigError, InputError
 from alkit.events import read_events
 from alkit.pool import load_pool, pool_digest
 from alkit.recipe import build_config
+from alkit.report import summarize_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -178,6 +179,7 @@ def test_scratch_campaign_reaches_all_stable(tmp_path):
     summary = ActiveLearningDriver(tiny("scratch"), run).run()
     _check_campaign(run, summary, "scratch")
     assert summary["pool"] == 0  # from scratch needs no pool
+    assert summarize_run(run)["pool_used"] is False  # so alkit compare says "no pool", not "unknown pool"
     seeds = read_events(run, "labels")[0]
     assert seeds["added"] + seeds["failed"] == 4  # the four starting structures
 

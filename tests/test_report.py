@@ -427,6 +427,12 @@ def test_pool_note_names_shared_different_and_unknown_pools():
     assert pool_note(runs(None, None)) == "Pool: no run records its pool digest (logs that predate it)."
     assert pool_note(runs("ab12", "cd34")) == "Pool: the runs chose from 2 different pools (ab12: r0; cd34: r1)."
     assert pool_note([]) == ""
+    scratch = [{"run": "s0", "pool_used": False, "pool_digest": None}, {"run": "s1", "pool_used": False}]
+    assert pool_note(runs("ab12", "ab12") + scratch) == ("Pool: the 2 runs with a pool share pool ab12. s0, s1 drew "
+                                                          "on no pool (AL from scratch).")
+    assert pool_note(runs("ab12") + scratch[:1]) == ("Pool: r0, the run with a pool, uses pool ab12. s0 drew on no "
+                                                     "pool (AL from scratch).")
+    assert pool_note(scratch) == "Pool: no run drew on a pool."
 
 
 def test_compare_several_runs_per_mode(seeds, browser, tmp_path, capsys):
