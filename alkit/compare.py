@@ -255,13 +255,12 @@ def pool_note(summaries: list[dict]) -> str:
     if len(known) == 1:
         (digest, names), = known.items()
         if unknown:
-            who = f"{len(names)} runs"
+            lead = f"{len(names)} runs share"
         elif none:
-            who = f"the {len(names)} runs with a pool" if len(names) > 1 else f"{names[0]}, the run with a pool, uses"
+            lead = f"the {len(names)} runs with a pool share" if len(names) > 1 else f"{names[0]}, the run with a pool, uses"
         else:
-            who = "all runs"
-        verb = "" if who.endswith(" uses") else " share"
-        return f"Pool: {who}{verb} pool {digest}.{tail}{no_pool}"
+            lead = "all runs share"
+        return f"Pool: {lead} pool {digest}.{tail}{no_pool}"
     groups = "; ".join(f"{d}: {', '.join(n)}" for d, n in known.items())
     return f"Pool: the runs chose from {len(known)} different pools ({groups}).{tail}{no_pool}"
 
