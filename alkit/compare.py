@@ -257,7 +257,8 @@ def pool_note(summaries: list[dict]) -> str:
         if unknown:
             lead = f"{len(names)} runs share"
         elif none:
-            lead = f"the {len(names)} runs with a pool share" if len(names) > 1 else f"{names[0]}, the run with a pool, uses"
+            lead = (f"the {len(names)} runs with a pool share" if len(names) > 1
+                    else f"{names[0]}, the run with a pool, uses")
         else:
             lead = "all runs share"
         return f"Pool: {lead} pool {digest}.{tail}{no_pool}"
