@@ -41,14 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _configure_logging(verbose: bool) -> None:
+    """alkit's own loggers at INFO (DEBUG with ``-v``); other libraries' only from WARNING (INFO with ``-v``).
+
+    Why: at INFO, pymatgen's grain-boundary builder wrote about 130 lines into every campaign log, and torch logs
+    its FakeTensor cache statistics from an atexit hook, after alkit's last line ("interrupted; re-run ...").
+    """
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("alkit").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
