@@ -401,17 +401,7 @@ class ActiveLearningDriver:
             raise ConfigError("no structure could be labelled: check the labeller (every label failed)")
 
     def _split(self, structures) -> tuple[list, list]:
-        """Deterministic train/validation split by structure hash (stable across iterations and restarts)."""
-        from alkit.io import structure_hash
-
-        cfg = self.config
-        if cfg.valid_fraction <= 0 or len(structures) < 10:
-            return list(structures), []
-        train, valid = [], []
-        for a in structures:
-            h = int(structure_hash(a)[:8], 16) / 0xFFFFFFFF
-            (valid if h < cfg.valid_fraction else train).append(a)
-        return train, valid
+        return hash_split(structures, self.config.valid_fraction)
 
     def _fit(self, it: int, wall: dict) -> None:
         cfg = self.config
@@ -678,3 +668,17 @@ def format_status(s: dict) -> str:
     else:
         lines.append("in progress (or interrupted: re-run the same command to resume)")
     return "\n".join(lines)
+
+
+def hash_split(structures, valid_fraction: float) -> tuple[list, list]:
+    """Deterministic train/validation split by structure hash: a structure stays on its side across iterations,
+    restarts and refits outside the driver. Fewer than 10 structures, or ``valid_fraction <= 0``: no validation set."""
+    from alkit.io import structure_hash
+
+    if valid_fraction <= 0 or len(structures) < 10:
+        return list(structures), []
+    train, valid = [], []
+    for a in structures:
+        h = int(structure_hash(a)[:8], 16) / 0xFFFFFFFF
+        (valid if h < valid_fraction else train).append(a)
+    return train, valid

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ase.io import read
 
+from alkit.driver import hash_split
 from alkit.io import structure_hash
 from alkit.mtp.fit import evaluate, train_mtp
 from alkit.store import RunStore
@@ -29,11 +30,9 @@ def main(run: Path, specs: list[str]) -> None:
     ids = [r[0] for r in con.execute("SELECT id FROM structures WHERE status='labelled' AND selected_iteration=0")]
     con.close()
     store = RunStore(run / "store.sqlite")
-    labelled = sorted(store.atoms(ids), key=structure_hash)  # the driver's canonical order and hash split
+    labelled = sorted(store.atoms(ids), key=structure_hash)  # the driver's canonical order
     store.close()
-    train, valid = [], []
-    for a in labelled:
-        (valid if int(structure_hash(a)[:8], 16) / 0xFFFFFFFF < cfg["valid_fraction"] else train).append(a)
+    train, valid = hash_split(labelled, cfg["valid_fraction"])
     test = [a for f in sorted(TEST_SET.glob("*.extxyz")) for a in read(f, ":")]
     print(f"{run.name}: {len(ids)} iteration-0 labels ({len(train)} train, {len(valid)} valid); test set {len(test)}")
     for spec in specs:
