@@ -400,9 +400,6 @@ class ActiveLearningDriver:
         if self.store.count(status="labelled") == 0:
             raise ConfigError("no structure could be labelled: check the labeller (every label failed)")
 
-    def _split(self, structures) -> tuple[list, list]:
-        return hash_split(structures, self.config.valid_fraction)
-
     def _fit(self, it: int, wall: dict) -> None:
         cfg = self.config
         d = self.iter_dir(it)
@@ -414,7 +411,7 @@ class ActiveLearningDriver:
         # canonical order (by structure hash), not the order in which workers finished: a campaign must not depend
         # on the executor, the worker count or the machine's load
         labelled = sorted(self.store.atoms(status="labelled"), key=structure_hash)
-        train, valid = self._split(labelled)
+        train, valid = hash_split(labelled, cfg.valid_fraction)
         prev = self.iter_dir(it - 1) if it > 0 else None
         with self._stage(it, "fit", wall):
             res = self.backend.fit(train, valid, d, previous=prev, seed=cfg.seed)
