@@ -31,6 +31,10 @@ from alkit.scenarios import Scenario, load_scenarios, save_scenarios
 
 log = logging.getLogger(__name__)
 
+# config.json digest -> (ALConfig field, the file in the run directory that holds the definitions)
+_SCENARIO_FILES = {"scenarios_sha256": ("scenarios", "scenarios.json"),
+                   "pool_scenarios_sha256": ("pool_scenarios", "pool_scenarios.json")}
+
 # --------------------------------------------------------------------------------------------------------------
 # worker functions (module level so process and Dask executors can pickle them)
 
@@ -97,6 +101,10 @@ class ActiveLearningDriver:
             except (OSError, json.JSONDecodeError) as exc:
                 raise ConfigError(f"{cfg_file} is unreadable ({exc}); this run directory cannot be resumed") from None
             unsafe, safe = resume_changes(old, new)
+            if unsafe and {k for k, _, _ in unsafe} <= set(_SCENARIO_FILES):
+                cfg = self._stored_scenarios(cfg, old, [k for k, _, _ in unsafe])
+                new = cfg.to_json()
+                unsafe, safe = resume_changes(old, new)
             if unsafe:
                 raise ConfigError(
                     f"run directory {self.run_dir} holds a campaign with another configuration; refusing to resume "
@@ -115,6 +123,36 @@ class ActiveLearningDriver:
             from alkit._util import atomic_write
 
             atomic_write(cfg_file, json.dumps(new, indent=1))  # last: its presence means "campaign defined"
+
+    def _stored_scenarios(self, cfg: ALConfig, stored: dict, keys: list[str]) -> ALConfig:
+        """``cfg`` with the run's stored scenario definitions where the rebuilt ones differ from them only by
+        round-off, so a run moved to another machine (or numpy) resumes on exactly the structures it started with;
+        otherwise ``cfg`` unchanged (and the caller refuses)."""
+        from dataclasses import replace
+
+        from alkit.campaign import scenarios_digest
+        from alkit.scenarios import roundoff_difference
+
+        changes = {}
+        for key in keys:
+            field, fname = _SCENARIO_FILES[key]
+            path = self.run_dir / fname
+            rebuilt = getattr(cfg, field)
+            if rebuilt is None or not path.is_file():
+                return cfg
+            kept = load_scenarios(path)
+            if scenarios_digest(kept) != stored.get(key):
+                log.warning("%s does not match the digest in config.json: not adopting it", path)
+                return cfg
+            worst, diff = roundoff_difference(rebuilt, kept)
+            if diff is not None:
+                log.info("rebuilt scenarios differ from %s: %s", fname, diff)
+                return cfg
+            log.info("the rebuilt %s differ from %s only by round-off (largest difference %.1e): resuming with "
+                     "the stored definitions", field.replace("_", " "), fname, worst)
+            changes[field] = kept
+        self.config = replace(cfg, **changes)
+        return self.config
 
     def _check_components(self) -> None:
         """Cheap checks that each configured component can be built (no model is loaded, no MD is run)."""

@@ -144,6 +144,47 @@ def check_unique_ids(scenarios: Sequence[Scenario]) -> None:
         seen.add(s.id)
 
 
+# A recipe rebuilt on another CPU, or with another numpy/BLAS, gives the same structures up to round-off (here:
+# 1e-17-Å coordinates that should be 0, last-bit differences in lattice vectors). That is the same scenario set.
+ROUNDOFF_ATOL = 1e-6  # Å (and K, fs, GPa): the precision structure_hash rounds to
+
+
+def roundoff_difference(a: Sequence[Scenario], b: Sequence[Scenario],
+                        atol: float = ROUNDOFF_ATOL) -> tuple[float, str | None]:
+    """(largest absolute difference of any number, first real difference or None) between two scenario sets.
+
+    Two sets agree when they hold the same ids in the same order, the same strings, integers and booleans, and
+    numbers within ``atol``. Used on resume: a recipe rebuilt here is checked against the run's stored definitions.
+    """
+    if [s.id for s in a] != [s.id for s in b]:
+        return float("inf"), "the scenario ids differ"
+    worst = 0.0
+
+    def walk(x: Any, y: Any, where: str) -> str | None:
+        nonlocal worst
+        if isinstance(x, dict) and isinstance(y, dict):
+            if set(x) != set(y):
+                return f"{where}: fields {sorted(set(x) ^ set(y))} differ"
+            return next((d for k in sorted(x) if (d := walk(x[k], y[k], f"{where}.{k}"))), None)
+        if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+            if len(x) != len(y):
+                return f"{where}: lengths {len(x)} and {len(y)}"
+            return next((d for i, (u, v) in enumerate(zip(x, y)) if (d := walk(u, v, f"{where}[{i}]"))), None)
+        if isinstance(x, float) or isinstance(y, float):
+            if isinstance(x, bool) or isinstance(y, bool) or not isinstance(x, (int, float)) \
+                    or not isinstance(y, (int, float)):
+                return f"{where}: {x!r} and {y!r}"
+            worst = max(worst, abs(float(x) - float(y)))
+            return None if abs(float(x) - float(y)) <= atol else f"{where}: {x!r} and {y!r}"
+        return None if x == y else f"{where}: {x!r} and {y!r}"
+
+    for s, t in zip(a, b):
+        diff = walk(s.to_dict(), t.to_dict(), s.id)
+        if diff:
+            return worst, diff
+    return worst, None
+
+
 def save_scenarios(path: str | os.PathLike, scenarios: Iterable[Scenario]) -> None:
     scenarios = list(scenarios)
     check_unique_ids(scenarios)

@@ -85,6 +85,36 @@ def test_resuming_with_another_mode_is_refused(tmp_path):
         ActiveLearningDriver(tiny("scratch"), run).run()
 
 
+def test_resume_keeps_the_stored_scenarios_when_a_rebuild_differs_only_by_roundoff(tmp_path):
+    """The recipe rebuilt on another CPU (or numpy) differs in the last bits, which changes the exact digest (seen
+    between two machines: coordinates of 1e-17 Å that should be 0). The run resumes on the structures it stored; a
+    real change of a structure is still refused."""
+    import json
+
+    from alkit.campaign import scenarios_digest
+    from alkit.scenarios import load_scenarios
+
+    run = tmp_path / "run"
+    ActiveLearningDriver(tiny("scratch"), run)._prepare()
+    stored = load_scenarios(run / "scenarios.json")
+    digest = json.loads((run / "config.json").read_text())["scenarios_sha256"]
+
+    rebuilt = tiny("scratch")
+    for s in rebuilt.scenarios:
+        s.atoms.positions += 1e-12
+    assert scenarios_digest(rebuilt.scenarios) != digest
+    driver = ActiveLearningDriver(rebuilt, run)
+    driver._prepare()
+    assert scenarios_digest(driver.config.scenarios) == digest
+    for got, want in zip(driver.config.scenarios, stored):
+        assert np.array_equal(got.atoms.positions, want.atoms.positions)
+
+    moved = tiny("scratch")
+    moved.scenarios[0].atoms.positions[0] += 1e-3
+    with pytest.raises(ConfigError, match="refusing to resume it with changed scenarios_sha256"):
+        ActiveLearningDriver(moved, run)._prepare()
+
+
 def test_pool_from_without_a_pool_is_refused_before_any_work(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="--pool-from .*no finished pool scenarios"):
