@@ -58,6 +58,15 @@ def cells() -> dict[str, Atoms]:
     slab.pbc = [True, True, False]
     slab += Atoms("H", positions=[[1.5, 0.9, slab.positions[:, 2].max() + 1.1]])
     out["slab"] = slab
+    out["unwrapped_md_snapshot"] = unwrapped(small * (2, 2, 2), rng)
+    return out
+
+
+def unwrapped(atoms: Atoms, rng: np.random.Generator) -> Atoms:
+    """``atoms`` with each atom moved by a random lattice vector of up to two cells per row, as an MD run leaves
+    them (ASE does not wrap): the same structure, so every result must equal the wrapped one."""
+    out = atoms.copy()
+    out.positions += rng.integers(-2, 3, (len(out), 3)) @ out.cell.array
     return out
 
 
@@ -126,6 +135,38 @@ def test_neighbour_list_matches_ase_for_awkward_cells():
             ours = sorted(zip(i.tolist(), j.tolist(), np.round(np.linalg.norm(vec, axis=1), 9).tolist()))
             ref = sorted(zip(ai.tolist(), aj.tolist(), np.round(ad, 9).tolist()))
             assert ours == ref, (name, rc)
+
+
+def test_atoms_outside_the_cell_give_the_wrapped_results(data):
+    """An MD snapshot with atoms cells away from the unit cell is the wrapped structure: energy, forces, virial and
+    the training loss must not change (the image range of the neighbour search assumed wrapped atoms until
+    this was measured on CHGNet MD snapshots, which it gave 29 eV of error)."""
+    from alkit.mtp.train import TrainingData
+
+    pot = random_potential(12)
+    rng = np.random.default_rng(7)
+    for name in ("triclinic", "smaller_than_cutoff", "slab"):
+        atoms = cells()[name]
+        moved = atoms.copy()
+        shift = rng.integers(-2, 3, (len(atoms), 3)) * np.asarray(atoms.pbc, dtype=int)
+        moved.positions += shift @ atoms.cell.array
+        ref, got = MTPEngine(pot, SPECIES).compute(atoms), MTPEngine(pot, SPECIES).compute(moved)
+        assert got["energy"] == pytest.approx(ref["energy"], rel=1e-11, abs=1e-11), name
+        np.testing.assert_allclose(got["forces"], ref["forces"], rtol=1e-9, atol=1e-10 * np.abs(ref["forces"]).max())
+        np.testing.assert_allclose(got["virial"], ref["virial"], rtol=1e-9, atol=1e-10 * np.abs(ref["virial"]).max())
+        assert got["min_distance"] == pytest.approx(ref["min_distance"], rel=1e-12)
+    pot, d = data
+    structures = training_set()
+    moved = []
+    for a in structures:
+        b = a.copy()
+        b.positions += rng.integers(-2, 3, (len(b), 3)) @ b.cell.array
+        b.calc = SinglePointCalculator(b, **a.calc.results)
+        moved.append(b)
+    ref = d.loss_grad(pot.theta, WEIGHTS)
+    got = TrainingData(pot, moved, SPECIES).loss_grad(pot.theta, WEIGHTS)
+    assert got[0] == pytest.approx(ref[0], rel=1e-10)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-8, atol=1e-10 * np.abs(ref[1]).max())
 
 
 def test_persistent_neighbour_list_is_reused_and_rebuilt():

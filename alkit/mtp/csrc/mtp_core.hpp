@@ -195,8 +195,11 @@ inline void image_ranges(const double* cell, const bool* pbc, double rc, int* ni
 }
 
 // Binned search over images: O(N) for large cells, correct for triclinic cells and cells smaller than rc.
-// Positions are used as given (not wrapped); pairs of an atom with its own zero-shift image are excluded.
-inline void build_neighbors(int n, const double* pos, const double* cell, const bool* pbc, double rc,
+// The search runs on positions wrapped into the cell along periodic directions: the image range from
+// image_ranges() covers every neighbour only for atoms inside the cell, and MD snapshots (ASE does not wrap) hold
+// atoms one or more cells outside it. Shifts and vectors are returned for the positions as given:
+// vec = r_j + shift . cell - r_i. Pairs of an atom with its own zero-shift image are excluded.
+inline void build_neighbors(int n, const double* pos_in, const double* cell, const bool* pbc, double rc,
                             NeighborList& nl) {
     nl.n_atoms = n;
     nl.start.assign(n + 1, 0);
@@ -205,12 +208,39 @@ inline void build_neighbors(int n, const double* pos, const double* cell, const 
     if (n == 0) return;
     int nimg[3];
     image_ranges(cell, pbc, rc, nimg);
+    for (int k = 0; k < 3 * n; ++k)
+        if (!std::isfinite(pos_in[k])) throw std::invalid_argument("non-finite atomic positions");
+    // wrapped positions w_i = r_i - o_i . cell, o_i the integer cell offsets along periodic rows
+    std::vector<double> wpos(pos_in, pos_in + 3 * size_t(n));
+    std::vector<int> off(3 * size_t(n), 0);
+    if (pbc[0] || pbc[1] || pbc[2]) {
+        const double V = det3(cell);  // image_ranges() has checked that it is non-zero for a periodic cell
+        double recip[9];              // rows: (b x c, c x a, a x b) / V, so frac_d = r . recip_d
+        for (int d = 0; d < 3; ++d) {
+            const double* u = cell + 3 * ((d + 1) % 3);
+            const double* v = cell + 3 * ((d + 2) % 3);
+            recip[3 * d] = (u[1] * v[2] - u[2] * v[1]) / V;
+            recip[3 * d + 1] = (u[2] * v[0] - u[0] * v[2]) / V;
+            recip[3 * d + 2] = (u[0] * v[1] - u[1] * v[0]) / V;
+        }
+        for (int i = 0; i < n; ++i) {
+            const double* r = pos_in + 3 * i;
+            for (int d = 0; d < 3; ++d) {
+                if (!pbc[d]) continue;
+                double f = r[0] * recip[3 * d] + r[1] * recip[3 * d + 1] + r[2] * recip[3 * d + 2];
+                int o = int(std::floor(f));
+                if (o == 0) continue;
+                off[3 * i + d] = o;
+                for (int c = 0; c < 3; ++c) wpos[3 * i + c] -= o * cell[3 * d + c];
+            }
+        }
+    }
+    const double* pos = wpos.data();
     double lo[3], hi[3];
     for (int d = 0; d < 3; ++d) { lo[d] = INFINITY; hi[d] = -INFINITY; }
     for (int i = 0; i < n; ++i)
         for (int d = 0; d < 3; ++d) {
             double x = pos[3 * i + d];
-            if (!std::isfinite(x)) throw std::invalid_argument("non-finite atomic positions");
             lo[d] = std::min(lo[d], x); hi[d] = std::max(hi[d], x);
         }
     // candidate images within rc of the atoms' bounding box
@@ -274,9 +304,15 @@ inline void build_neighbors(int n, const double* pos, const double* cell, const 
                         double dx = im.x - xi, dy = im.y - yi, dz = im.z - zi;
                         double r2 = dx * dx + dy * dy + dz * dz;
                         if (r2 >= rc2) continue;
+                        // the shift for the positions as given: w_j + s.C - w_i = r_j + (s + o_i - o_j).C - r_i
+                        const int* oi = &off[3 * size_t(i)];
+                        const int* oj = &off[3 * size_t(im.j)];
+                        const int s0 = im.s0 + oi[0] - oj[0], s1 = im.s1 + oi[1] - oj[1], s2 = im.s2 + oi[2] - oj[2];
                         nl.jatom.push_back(im.j);
-                        nl.shift.push_back(im.s0); nl.shift.push_back(im.s1); nl.shift.push_back(im.s2);
-                        nl.vec.push_back(dx); nl.vec.push_back(dy); nl.vec.push_back(dz);
+                        nl.shift.push_back(s0); nl.shift.push_back(s1); nl.shift.push_back(s2);
+                        for (int c = 0; c < 3; ++c)
+                            nl.vec.push_back(pos_in[3 * im.j + c] + s0 * cell[c] + s1 * cell[3 + c] + s2 * cell[6 + c]
+                                             - pos_in[3 * i + c]);
                         nl.min_distance = std::min(nl.min_distance, std::sqrt(r2));
                     }
                 }
