@@ -144,8 +144,8 @@ def check_unique_ids(scenarios: Sequence[Scenario]) -> None:
         seen.add(s.id)
 
 
-# A recipe rebuilt on another CPU, or with another numpy/BLAS, gives the same structures up to round-off (here:
-# 1e-17-Å coordinates that should be 0, last-bit differences in lattice vectors). That is the same scenario set.
+# A recipe rebuilt on another CPU, or with another numpy/BLAS, gives the same structures up to round-off (its cells
+# hold coordinates of 1e-17 Å that should be 0; the exact digests of two machines differed). That is the same set.
 ROUNDOFF_ATOL = 1e-6  # Å (and K, fs, GPa): the precision structure_hash rounds to
 
 

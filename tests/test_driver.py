@@ -86,9 +86,9 @@ def test_resuming_with_another_mode_is_refused(tmp_path):
 
 
 def test_resume_keeps_the_stored_scenarios_when_a_rebuild_differs_only_by_roundoff(tmp_path):
-    """The recipe rebuilt on another CPU (or numpy) differs in the last bits, which changes the exact digest (seen
-    between two machines: coordinates of 1e-17 Å that should be 0). The run resumes on the structures it stored; a
-    real change of a structure is still refused."""
+    """The recipe rebuilt on another CPU (or numpy) can differ in the last bits, which changes the exact digest (the
+    digests of two machines differed; the cells hold coordinates of 1e-17 Å that should be 0). The run resumes on
+    the structures it stored; a real change of a structure is still refused."""
     import json
 
     from alkit.campaign import scenarios_digest

@@ -177,16 +177,23 @@ inline double det3(const double* c) {
 
 // Image ranges needed along each cell row so that all neighbours within rc are found: the spacing of the lattice
 // planes spanned by the other two rows is V / |b x c|; cells thinner than rc need several images (small cells).
+// The cross product of the two cell rows other than d (row d+1 x row d+2): the normal of the planes they span.
+inline void cross_of_other_rows(const double* cell, int d, double* out) {
+    const double* u = cell + 3 * ((d + 1) % 3);
+    const double* v = cell + 3 * ((d + 2) % 3);
+    out[0] = u[1] * v[2] - u[2] * v[1];
+    out[1] = u[2] * v[0] - u[0] * v[2];
+    out[2] = u[0] * v[1] - u[1] * v[0];
+}
+
 inline void image_ranges(const double* cell, const bool* pbc, double rc, int* nimg) {
-    const double* a = cell;
     double V = std::fabs(det3(cell));
     for (int d = 0; d < 3; ++d) {
         nimg[d] = 0;
         if (!pbc[d]) continue;
-        const double* u = a + 3 * ((d + 1) % 3);
-        const double* v = a + 3 * ((d + 2) % 3);
-        double cx = u[1] * v[2] - u[2] * v[1], cy = u[2] * v[0] - u[0] * v[2], cz = u[0] * v[1] - u[1] * v[0];
-        double area = std::sqrt(cx * cx + cy * cy + cz * cz);
+        double x[3];
+        cross_of_other_rows(cell, d, x);
+        double area = std::sqrt(x[0] * x[0] + x[1] * x[1] + x[2] * x[2]);
         if (!(V > 1e-12) || !(area > 0)) throw std::invalid_argument("a periodic direction has a degenerate cell");
         double h = V / area;
         nimg[d] = int(std::ceil(rc / h));
@@ -217,11 +224,8 @@ inline void build_neighbors(int n, const double* pos_in, const double* cell, con
         const double V = det3(cell);  // image_ranges() has checked that it is non-zero for a periodic cell
         double recip[9];              // rows: (b x c, c x a, a x b) / V, so frac_d = r . recip_d
         for (int d = 0; d < 3; ++d) {
-            const double* u = cell + 3 * ((d + 1) % 3);
-            const double* v = cell + 3 * ((d + 2) % 3);
-            recip[3 * d] = (u[1] * v[2] - u[2] * v[1]) / V;
-            recip[3 * d + 1] = (u[2] * v[0] - u[0] * v[2]) / V;
-            recip[3 * d + 2] = (u[0] * v[1] - u[1] * v[0]) / V;
+            cross_of_other_rows(cell, d, recip + 3 * d);
+            for (int c = 0; c < 3; ++c) recip[3 * d + c] /= V;
         }
         for (int i = 0; i < n; ++i) {
             const double* r = pos_in + 3 * i;
