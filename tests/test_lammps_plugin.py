@@ -200,3 +200,23 @@ def test_cli_plugin_path(capsys):
     assert main(["lammps", "plugin-path"]) == 0
     path = Path(capsys.readouterr().out.strip())
     assert path.is_file() and path.name == "alkit_mtp_plugin.so"
+
+
+def test_nvt_holds_light_and_heavy_atoms_at_the_target_temperature():
+    """Equipartition in the LAMMPS NVT of diffusion runs: H and Ti both near the target. With ``fix langevin ...
+    zero yes`` (the mean random force taken off every atom alike, not by mass) H ran at 1.55x the target beside
+    Ti, and H diffused twice as fast as under ASE's Langevin."""
+    from ase import units
+
+    from alkit.mtp.lammps_engine import sample_unwrapped_positions
+    from alkit.recipes.ti_h import validation
+
+    pot = REPO / "docs" / "workstation" / "ws3-direct-1" / "iterations" / "iter_005" / "pot.mtp"  # a real Ti-H fit
+    cell = next(s.atoms for s in validation("workstation").diffusion_systems if s.name.startswith("bcc"))
+    pos, status = sample_unwrapped_positions(cell, pot, 1000.0, 3000, 1, 0.5, seed=3)
+    assert status == "completed"
+    v = np.diff(pos[1000:], axis=0) / 0.5e-3  # Å/ps from one 0.5-fs step
+    ke = 0.5 * cell.get_masses()[None, :, None] * v ** 2 * 1.0364269e-4  # eV
+    for z in (1, 22):
+        t = ke[:, cell.numbers == z, :].sum(axis=2).mean() * 2 / (3 * units.kB)
+        assert 850 < t < 1150, (z, t)
