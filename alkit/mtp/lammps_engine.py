@@ -252,6 +252,11 @@ COUPLINGS = ("plugin", "external")
 CHUNK_STEPS = 20
 
 
+# Names the NVT set-up of _thermostat; caches of LAMMPS NVT results (alkit validate's diffusion runs) key on it, so a
+# change of the thermostat invalidates them (entries without it ran with 'zero yes', H overheated, before f0b1af4).
+NVT_PROTOCOL = "nve+langevin-100fs-unzeroed"
+
+
 def _thermostat(ensemble: str, temperature: float, timestep_fs: float, pressure_gpa: float, seed: int) -> list[str]:
     """Same thermostats as the ASE engine: NVT = nve + Langevin (100 fs), NpT = Nose-Hoover tri (100 dt / 1000 dt)."""
     dt_ps = float(timestep_fs) / 1000.0
