@@ -684,6 +684,7 @@ def run_diffusion(run: _Run, spec: ValidationSpec, labeller, cache: Path, execut
 
     from alkit.io import structure_hash
     from alkit.mtp.grade import file_sha256
+    from alkit.mtp.lammps_engine import nvt_protocol
 
     final_it = max(run.potentials)
     pot = run.potentials[final_it]
@@ -712,9 +713,7 @@ def run_diffusion(run: _Run, spec: ValidationSpec, labeller, cache: Path, execut
                            "every": spec.diffusion_sample_interval, "dt": spec.timestep_fs, "seed": spec.seed,
                            "engine": eng, "max_lag": spec.diffusion_max_lag, "fit_start": spec.diffusion_fit_start}
                 if eng == "lammps":
-                    from alkit.mtp.lammps_engine import NVT_PROTOCOL
-
-                    payload["nvt"] = NVT_PROTOCOL  # a changed thermostat must not reuse old runs
+                    payload["nvt"] = nvt_protocol()  # a changed thermostat must not reuse old runs
                 out = folder / f"{source}-{s.name}-{t:g}K-{_key(payload)}.json"
                 jobs.append((s, float(t), source, steps, eng, out))
     results: dict[int, dict] = {}

@@ -252,11 +252,6 @@ COUPLINGS = ("plugin", "external")
 CHUNK_STEPS = 20
 
 
-# Names the NVT set-up of _thermostat; caches of LAMMPS NVT results (alkit validate's diffusion runs) key on it, so a
-# change of the thermostat invalidates them (entries without it ran with 'zero yes', H overheated, before f0b1af4).
-NVT_PROTOCOL = "nve+langevin-100fs-unzeroed"
-
-
 def _thermostat(ensemble: str, temperature: float, timestep_fs: float, pressure_gpa: float, seed: int) -> list[str]:
     """Same thermostats as the ASE engine: NVT = nve + Langevin (100 fs), NpT = Nose-Hoover tri (100 dt / 1000 dt)."""
     dt_ps = float(timestep_fs) / 1000.0
@@ -270,6 +265,12 @@ def _thermostat(ensemble: str, temperature: float, timestep_fs: float, pressure_
     p_bar = float(pressure_gpa) * 1e4
     return [f"fix alkit_npt all npt temp {temperature!r} {temperature!r} {100 * dt_ps!r} "
             f"tri {p_bar!r} {p_bar!r} {1000 * dt_ps!r}"]
+
+
+def nvt_protocol() -> str:
+    """The NVT fixes of :func:`_thermostat` with placeholder values: caches of LAMMPS NVT results (alkit validate's
+    diffusion runs) key on it, so any change of the thermostat invalidates them (derived, not a hand-kept name)."""
+    return "; ".join(_thermostat("nvt", 1.0, 1.0, 0.0, 0))
 
 
 def _initial_velocities(atoms: Atoms, temperature: float, seed: int) -> Atoms:
