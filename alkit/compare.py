@@ -8,8 +8,9 @@ figure and ``compare.md`` (the table, ready to paste into a README). Reads the r
 Repeated campaigns (several runs of one mode, e.g. three seeds each of DIRECT and from scratch): runs are grouped by
 mode, and the page and ``compare.md`` add a per-mode table -- number of runs, how many reached all-stable, median
 and range (min-max) of the labels and of the AL iterations to all-stable, over the converged runs only (a run that
-never converged is counted and named, never averaged away) -- and the stable fraction per temperature against
-iteration as bands (median line, min-max band per mode). ``compare.json`` holds every number.
+never converged is counted and named, never averaged away), the medians over all runs with a non-converged run
+at its lower bound (:func:`censored_median`), and the stable fraction per temperature against iteration as bands
+(median line, min-max band per mode). ``compare.json`` holds every number.
 """
 from __future__ import annotations
 
@@ -160,8 +161,8 @@ def chart_compare_labels(runs: list[RunData], names: list[str]) -> Chart | None:
 
 
 MODE_HEADER = ["mode", "runs", "converged", "labels to all-stable: median", "labels: range",
-               "AL iterations to all-stable: median", "AL iterations: range", "AL wall time: median (range)",
-               "not converged"]
+               "AL iterations to all-stable: median", "AL iterations: range", "labels: median, all runs",
+               "AL iterations: median, all runs", "AL wall time: median (range)", "not converged"]
 
 
 def _spread(values: list[int]) -> dict | None:
@@ -169,6 +170,23 @@ def _spread(values: list[int]) -> dict | None:
     if not values:
         return None
     return {"median": float(np.median(values)), "min": min(values), "max": max(values), "values": list(values)}
+
+
+def censored_median(values: list[tuple[float, bool]]) -> dict | None:
+    """Median of values some of which are only lower bounds (``(value, is_bound)``): a run that never reached
+    all-stable needed at least the labels and iterations it had used. Taking each bound as its value gives a lower
+    bound on the true median, since the median only grows when any value grows. ``exact`` says the bounds cannot
+    move it: the middle value(s) are exact and no bound lies below them. Why not the converged runs' median alone:
+    dropping the runs that never converged biases the median towards the easy runs."""
+    if not values:
+        return None
+    order = sorted(values, key=lambda v: v[0])
+    n = len(order)
+    middle = order[(n - 1) // 2: n // 2 + 1]
+    med = float(np.mean([v for v, _ in middle]))
+    top = max(v for v, _ in middle)
+    exact = not any(b for _, b in middle) and all(v >= top for v, b in order if b)
+    return {"median": med, "exact": exact, "n_bounds": sum(b for _, b in order)}
 
 
 def mode_stats(summaries: list[dict]) -> list[dict]:
@@ -190,8 +208,20 @@ def mode_stats(summaries: list[dict]) -> list[dict]:
                                              if s["labels_to_all_stable"] is not None]),
             "iterations_to_all_stable": _spread([s["all_stable_iteration"] for s in conv]),
             "al_wall_seconds": _spread([s["al_wall_seconds"] for s in conv]),
+            # every run, a non-converged one at its lower bound (labels so far; it needs at least one more
+            # iteration than it ran)
+            "labels_all_runs": censored_median(
+                [(s["labels_to_all_stable"], False) for s in conv if s["labels_to_all_stable"] is not None]
+                + [(s["labels"], True) for s in group if s["all_stable_iteration"] is None and s["labels"]]),
+            "iterations_all_runs": censored_median(
+                [(s["all_stable_iteration"], False) for s in conv]
+                + [(s["iterations"], True) for s in group if s["all_stable_iteration"] is None]),
         })
     return out
+
+
+def _bound(c: dict | None) -> str:
+    return "-" if c is None else (f"{c['median']:g}" if c["exact"] else f"≥ {c['median']:g}")
 
 
 def _range(sp: dict | None) -> str:
@@ -214,7 +244,7 @@ def mode_rows(stats: list[dict]) -> list[list[str]]:
         rows.append([m["mode"], str(m["runs"]), f"{m['converged']}/{m['runs']} converged",
                      "not reached" if lab is None else f"{lab['median']:g}", _range(lab),
                      "not reached" if its is None else f"{its['median']:g}", _range(its),
-                     _wall_spread(m["al_wall_seconds"]), ", ".join(missing) or "-"])
+                     _bound(m["labels_all_runs"]), _bound(m["iterations_all_runs"]), _wall_spread(m["al_wall_seconds"]), ", ".join(missing) or "-"])
     return rows
 
 
@@ -232,6 +262,18 @@ def _mode_notes(stats: list[dict]) -> list[str]:
         notes.append(f"{m['mode']} reached all-stable with {b['median'] / a['median']:.2f}x the median labels{its} "
                      f"of {ref['mode']} (medians over {m['converged']}/{m['runs']} and {ref['converged']}/"
                      f"{ref['runs']} converged runs).")
+    for m in stats[1:]:  # the same against the all-runs medians, which do not drop the hard runs
+        parts = []
+        for key, what in (("labels_all_runs", "labels"), ("iterations_all_runs", "AL iterations")):
+            a, b = ref[key], m[key]
+            if a is None or b is None or not a["exact"] or not b["median"]:
+                continue  # a ratio of two lower bounds bounds nothing
+            r = a["median"] / b["median"]
+            le, ge = ("", "") if b["exact"] else ("≤ ", "≥ ")
+            parts.append(f"{le}{r:.0%} of {m['mode']}'s median {what} ({ge}{1 - r:.0%} fewer)")
+        if parts:
+            notes.append(f"Over all runs, a non-converged run counted at its lower bound: {ref['mode']} needed "
+                         + " and ".join(parts) + ".")
     return notes
 
 
@@ -355,10 +397,11 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
 
     md = ["# alkit run comparison", ""]
     if repeated:
-        md += ["## Per mode", "", _markdown(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6, 7}),
+        md += ["## Per mode", "", _markdown(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6, 7, 8, 9}),
                "Medians and ranges over the converged runs only; runs that never reached all-stable are counted "
-               "and named, not averaged. AL iterations: the all-stable iteration (iteration 0 is the seed "
-               "potential).", ""]
+               "and named, not averaged. \"All runs\": the median over every run, a non-converged run counted "
+               "at the labels and iterations it had used, so '≥' marks a lower bound. AL iterations: the "
+               "all-stable iteration (iteration 0 is the seed potential).", ""]
         md += [" ".join(_mode_notes(stats)), ""] if _mode_notes(stats) else []
         md += ["## Per run", ""]
     md += [markdown_table(summaries)]
@@ -374,10 +417,11 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
 
     body = []
     if repeated:
-        body += ["<h2>Per mode</h2>", html_table(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6, 7}),
+        body += ["<h2>Per mode</h2>", html_table(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6, 7, 8, 9}),
                  '<div class="caption">Medians and ranges over the converged runs only; runs that never reached '
-                 'all-stable are counted and named, not averaged. AL iterations: the all-stable iteration '
-                 '(iteration 0 is the seed potential).</div>']
+                 'all-stable are counted and named, not averaged. "All runs": the median over every run, a '
+                 'non-converged run counted at the labels and iterations it had used, so "≥" marks a lower '
+                 'bound. AL iterations: the all-stable iteration (iteration 0 is the seed potential).</div>']
         body += [f"<p>{html.escape(' '.join(_mode_notes(stats)))}</p>"] if _mode_notes(stats) else []
     body += ["<h2>Summary</h2>" if not repeated else "<h2>Per run</h2>",
              html_table(TABLE_HEADER, table_rows(summaries), numeric={2, 3, 4, 5, 6, 7, 8})]

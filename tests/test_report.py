@@ -435,6 +435,21 @@ def test_pool_note_names_shared_different_and_unknown_pools():
     assert pool_note(scratch) == "Pool: no run drew on a pool."
 
 
+def test_censored_median_bounds_the_median_of_runs_that_never_converged():
+    from alkit.compare import censored_median
+
+    assert censored_median([]) is None
+    assert censored_median([(3, False), (5, False), (7, False)]) == {"median": 5.0, "exact": True, "n_bounds": 0}
+    # a bound above the middle cannot move it; a bound at or below it can, so it is only a lower bound
+    assert censored_median([(3, False), (5, False), (9, True)])["exact"]
+    assert censored_median([(3, False), (4, True), (7, False)]) == {"median": 4.0, "exact": False, "n_bounds": 1}
+    assert not censored_median([(3, False), (2, True), (7, False)])["exact"]  # true value could be 3..7 or more
+    assert censored_median([(3, False), (2, True), (7, False)])["median"] == 3.0
+    # even count: the mean of the two middle values
+    assert censored_median([(2, False), (4, False), (6, False), (20, True)]) == {"median": 5.0, "exact": True,
+                                                                                  "n_bounds": 1}
+
+
 def test_compare_several_runs_per_mode(seeds, browser, tmp_path, capsys):
     from alkit.compare import mode_stats, stability_bands
     from alkit.report import load_run
@@ -464,6 +479,15 @@ def test_compare_several_runs_per_mode(seeds, browser, tmp_path, capsys):
     assert per_run["scratch_s2"]["status"] == "not converged"
     assert per_run["scratch_s2"]["all-stable at iteration"] == "not reached"
     assert "0.89x the median labels and 1.75x the median AL iterations of direct" in md
+    # "all runs": scratch_s2 enters at its lower bounds (labels so far, iterations run); its bound is the largest
+    # value, so the labels median is exact, while the iterations median (3, 4, >= 5) is the converged 4
+    s2 = summarize_run(root / "scratch_s2")
+    all_labels = sorted(scratch_labels + [s2["labels"]])
+    assert s2["labels"] >= all_labels[1] and s2["iterations"] == 5
+    assert s["labels: median, all runs"] == f"{all_labels[1]:g}" and s["AL iterations: median, all runs"] == "4"
+    assert d["labels: median, all runs"] == "54" and d["AL iterations: median, all runs"] == "2"
+    assert ("Over all runs, a non-converged run counted at its lower bound: direct needed 100% of scratch's median "
+            "labels (0% fewer) and 50% of scratch's median AL iterations (50% fewer).") in md
     # one run chose from another pool: the comparison says so
     assert ("Pool: the runs chose from 2 different pools (aaaa: direct_s0, direct_s1, direct_s2, scratch_s0, "
             "scratch_s1; bbbb: scratch_s2).") in md
