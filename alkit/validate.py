@@ -68,18 +68,22 @@ ENGINES = ("auto", "lammps", "ase")
 class MDSystem:
     """One cell for validation MD: a ``name`` (used in file names and tables), the structure and its
     temperatures. ``labeller_temperatures`` (diffusion only, a subset of ``temperatures``): where MD with the
-    labeller itself is affordable, to compare the MTP's diffusivity with the reference's."""
+    labeller itself is affordable, to compare the MTP's diffusivity with the reference's. ``diffusion_steps``
+    (diffusion only): this system's MTP run length instead of the spec's, because a dilute cell (two H in hcp
+    Ti36H2) needs a much longer run than a concentrated one for the same MSD statistics, and MTP MD is cheap."""
 
     name: str
     atoms: Atoms
     temperatures: tuple[float, ...]
     labeller_temperatures: tuple[float, ...] = ()
     tags: dict[str, Any] = field(default_factory=dict)
+    diffusion_steps: int | None = None
 
     def describe(self) -> dict:
         return {"name": self.name, "formula": self.atoms.get_chemical_formula(), "n_atoms": len(self.atoms),
                 "temperatures": [float(t) for t in self.temperatures],
-                "labeller_temperatures": [float(t) for t in self.labeller_temperatures], "tags": dict(self.tags)}
+                "labeller_temperatures": [float(t) for t in self.labeller_temperatures], "tags": dict(self.tags),
+                "diffusion_steps": self.diffusion_steps}
 
 
 @dataclass
@@ -88,7 +92,8 @@ class ValidationSpec:
 
     Test set: ``test_steps`` of labeller MD (NVT) per system and temperature, a snapshot every
     ``test_snapshot_interval`` steps, the last ``test_snapshots`` of them kept (the earlier steps equilibrate).
-    Diffusion: ``diffusion_steps`` of MTP MD (``labeller_diffusion_steps`` for the labeller's, default the same),
+    Diffusion: ``diffusion_steps`` of MTP MD (or the system's own ``MDSystem.diffusion_steps``;
+    ``labeller_diffusion_steps`` for the labeller's, default ``diffusion_steps``),
     positions sampled every ``diffusion_sample_interval`` steps; the MSD is averaged over time origins up to a lag
     of ``diffusion_max_lag`` x the trajectory and fitted from ``diffusion_fit_start`` x that lag on (the ballistic
     start left out). ``references``: published activation energies per diffusion system, {name: {source: Ea eV}},
@@ -154,6 +159,10 @@ class ValidationSpec:
                 if extra:
                     raise ConfigError(f"{where}: labeller_temperatures {sorted(extra)} are not among its "
                                       f"temperatures {list(temps)}")
+                steps = s.diffusion_steps
+                if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
+                                          or steps < 1):
+                    raise ConfigError(f"{where}: diffusion_steps = {steps!r} must be None or an integer >= 1")
                 if group == "diffusion_systems":
                     if not np.any(s.atoms.numbers == atomic_numbers[self.diffusing_species]):
                         raise ConfigError(f"{where}: {s.atoms.get_chemical_formula()} has no "
@@ -705,8 +714,8 @@ def run_diffusion(run: _Run, spec: ValidationSpec, labeller, cache: Path, execut
                                         "reason": "not affordable here (not among the recipe's labeller "
                                                   "temperatures for this system)"})
                         continue
-                steps = spec.diffusion_steps if source == "mtp" else (spec.labeller_diffusion_steps
-                                                                       or spec.diffusion_steps)
+                steps = (s.diffusion_steps or spec.diffusion_steps) if source == "mtp" else (
+                    spec.labeller_diffusion_steps or spec.diffusion_steps)
                 eng = engine if source == "mtp" else "ase"
                 payload = {"source": source, "model": pot_sha if source == "mtp" else _labeller_id(run.config),
                            "atoms": structure_hash(s.atoms), "T": float(t), "steps": steps,

@@ -114,9 +114,25 @@ def test_spec_is_checked_before_any_md():
         ValidationSpec(diffusion_systems=[MDSystem("b", Atoms("Ti2", cell=[3, 3, 3], pbc=True,
                                                               positions=[[0, 0, 0], [1.5, 1.5, 1.5]]),
                                                    (600.0,))]).validate()
+    with pytest.raises(ConfigError, match=r"diffusion_systems\['b'\]: diffusion_steps = 0 must be None or an integer"):
+        ValidationSpec(diffusion_systems=[MDSystem("b", cell, (600.0,), diffusion_steps=0)]).validate()
     moved = ok.with_temperatures([700, 900])
     assert moved.diffusion_systems[0].temperatures == (700.0, 900.0)
     assert moved.diffusion_systems[0].labeller_temperatures == (900.0,)
+
+
+def test_ti_h_workstation_validation_spec_is_the_papers_at_this_scale():
+    from alkit.recipes.ti_h import validation
+
+    spec = validation("workstation")
+    spec.validate()
+    diff = {s.name.split("-")[0]: s for s in spec.diffusion_systems}
+    assert {p: s.atoms.get_chemical_formula() for p, s in diff.items()} == {
+        "hcp": "H2Ti36", "bcc": "H16Ti16", "fcc": "H32Ti16"}
+    # the dilute hcp cell runs 100 ps, the others the spec's 20 ps; CHGNet at three bcc temperatures (an E_a error)
+    assert diff["hcp"].diffusion_steps * spec.timestep_fs / 1000 == 100.0 and spec.diffusion_steps == 40000
+    assert diff["bcc"].diffusion_steps is None and diff["bcc"].labeller_temperatures == (800.0, 1000.0, 1200.0)
+    assert sum(len(s.temperatures) for s in spec.test_systems) * spec.test_snapshots == 400
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,6 +195,10 @@ def test_validate_tiny_campaign(tiny_run, browser, capsys, tmp_path):
         if r["status"] == "completed":
             assert r["D_cm2_s"] is not None and math.isfinite(r["D_cm2_s"]) and len(r["msd_A2"]) == len(r["lag_ps"])
             assert r["msd_A2"][0] == 0 and max(r["msd_A2"]) > 0
+    # the recipe runs the hcp cell longer (its own MDSystem.diffusion_steps) than the spec's 200 steps
+    assert {k: r["steps"] for k, r in runs.items() if k[2] == "mtp"} == {
+        ("hcp-Ti8H2", 600.0, "mtp"): 300, ("hcp-Ti8H2", 900.0, "mtp"): 300,
+        ("bcc-Ti8H2", 600.0, "mtp"): 200, ("bcc-Ti8H2", 900.0, "mtp"): 200}
     assert len(diff["not_run"]) == 3 and all("not affordable" in n["reason"] for n in diff["not_run"])
     assert set(diff["arrhenius"]) == {"hcp-Ti8H2", "bcc-Ti8H2"}
     assert diff["arrhenius"]["hcp-Ti8H2"]["references"]["experiment"] == 0.45

@@ -104,7 +104,8 @@ def validation(preset: str) -> ValidationSpec | None:
             test_systems=[MDSystem(n, a, (300.0,)) for n, a in cells],
             test_steps=12, test_snapshot_interval=4, test_snapshots=3,
             diffusion_systems=[MDSystem(n, a, (600.0, 900.0), labeller_temperatures=(900.0,) if n.startswith("bcc")
-                                        else ()) for n, a in cells],
+                                        else (), diffusion_steps=300 if n.startswith("hcp") else None)
+                               for n, a in cells],
             diffusion_steps=200, diffusion_sample_interval=5, labeller_diffusion_steps=30,
             references={n: refs[n.split("-")[0]] for n, _ in cells})
     # (supercell, number of H) of the hcp / bcc / fcc cells
@@ -117,8 +118,12 @@ def validation(preset: str) -> ValidationSpec | None:
     test_t = {"hcp": (1000.0,), "bcc": (1000.0,), "fcc": (1000.0, 3000.0)}
     diff_t = {"hcp": (800.0, 1000.0, 1200.0, 1400.0), "bcc": (600.0, 800.0, 1000.0, 1200.0),
               "fcc": (1200.0, 1400.0, 1600.0, 1800.0)}
-    # labeller MD where it is affordable: the fast-diffusing bcc phase at its two highest temperatures
-    lab_t = {"hcp": (), "bcc": (1000.0, 1200.0), "fcc": ()}
+    # labeller MD where it is affordable: the fast-diffusing bcc phase at its three highest temperatures (three,
+    # so that the labeller's E_a has a standard error; ~26 CPU-min per 3-ps CHGNet run of 32 atoms)
+    lab_t = {"hcp": (), "bcc": (800.0, 1000.0, 1200.0), "fcc": ()}
+    # the dilute hcp cell (2 H) needs longer MTP runs than the others for the same MSD statistics: 20 ps gave
+    # hcp E_a from -0.04 to 0.29 eV across potentials of one campaign setting; 100 ps is the paper's length
+    hcp_steps = {"quick": 100000, "workstation": 200000}.get(preset)
     md = {  # test_steps, snapshot interval, snapshots per trajectory, diffusion steps, sample interval, labeller steps
         "quick": (600, 10, 25, 20000, 20, 4000),  # 100 test structures, 10-ps MTP runs, 2-ps CHGNet runs
         "workstation": (1200, 10, 100, 40000, 20, 6000),  # 400 test structures, 20-ps MTP runs, 3-ps CHGNet runs
@@ -127,7 +132,7 @@ def validation(preset: str) -> ValidationSpec | None:
     return ValidationSpec(
         test_systems=[MDSystem(cells[p][0], cells[p][1], test_t[p]) for p in cells],
         test_steps=md[0], test_snapshot_interval=md[1], test_snapshots=md[2],
-        diffusion_systems=[MDSystem(cells[p][0], cells[p][1], diff_t[p], labeller_temperatures=lab_t[p])
-                           for p in cells],
+        diffusion_systems=[MDSystem(cells[p][0], cells[p][1], diff_t[p], labeller_temperatures=lab_t[p],
+                                    diffusion_steps=hcp_steps if p == "hcp" else None) for p in cells],
         diffusion_steps=md[3], diffusion_sample_interval=md[4], labeller_diffusion_steps=md[5],
         references={cells[p][0]: refs[p] for p in cells})
