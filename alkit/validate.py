@@ -685,6 +685,20 @@ def test_set_errors(run: _Run, structures: list[Atoms]) -> tuple[list[dict], dic
     return rows, parity
 
 
+MSD_POINTS = 1000
+
+
+def _thin_curve(rec: dict, points: int = MSD_POINTS) -> dict:
+    """The record with its MSD curve cut to at most ``points`` evenly spaced lags (first and last kept) for the
+    report and validation.json: D is fitted on every lag before this, and a 100-ps run's 5,000 lags would make
+    each validation.json megabytes. The per-run cache keeps the full curve."""
+    lags, msd = rec.get("lag_ps") or [], rec.get("msd_A2") or []
+    if len(lags) <= points:
+        return rec
+    keep = np.unique(np.linspace(0, len(lags) - 1, points).round().astype(int))
+    return rec | {"lag_ps": [lags[i] for i in keep], "msd_A2": [msd[i] for i in keep]}
+
+
 def run_diffusion(run: _Run, spec: ValidationSpec, labeller, cache: Path, executor, engine: str,
                   labeller_md: bool) -> dict:
     """MSD, D and the Arrhenius fit of every diffusion system with the final MTP, and with the labeller where the
@@ -774,7 +788,7 @@ def run_diffusion(run: _Run, spec: ValidationSpec, labeller, cache: Path, execut
                             "source": source, "engine": eng, "steps": steps, "status": why, "frames": 0,
                             "seconds": 0.0, "D_cm2_s": None, "D_err": None, "lag_ps": [], "msd_A2": [],
                             "cached": False}
-    runs = [results[j] for j in range(len(jobs))]
+    runs = [_thin_curve(results[j]) for j in range(len(jobs))]
     arrhenius = {}
     for s in spec.diffusion_systems:
         entry: dict[str, Any] = {"formula": s.atoms.get_chemical_formula(),

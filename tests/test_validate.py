@@ -82,6 +82,19 @@ def test_diffusion_coefficient_fits_only_the_later_lags():
     assert diffusion_coefficient(t[:2], msd[:2]) == (None, None)
 
 
+def test_long_msd_curves_are_thinned_for_the_report_only():
+    from alkit.validate import MSD_POINTS, _thin_curve
+
+    rec = {"lag_ps": [0.01 * i for i in range(5001)], "msd_A2": [0.5 * i for i in range(5001)], "D_cm2_s": 1e-4}
+    thin = _thin_curve(rec)
+    assert len(thin["lag_ps"]) == len(thin["msd_A2"]) == MSD_POINTS
+    assert thin["lag_ps"][0] == 0 and thin["lag_ps"][-1] == rec["lag_ps"][-1] and thin["D_cm2_s"] == 1e-4
+    assert all(m == pytest.approx(50 * t) for t, m in zip(thin["lag_ps"], thin["msd_A2"]))  # pairs kept together
+    assert len(rec["lag_ps"]) == 5001  # the cached record is not touched
+    short = {"lag_ps": [0.0, 1.0], "msd_A2": [0.0, 2.0]}
+    assert _thin_curve(short) is short
+
+
 def test_arrhenius_fit_recovers_the_activation_energy():
     temps = np.array([600.0, 800.0, 1000.0, 1200.0, 1400.0])
     ea, d0 = 0.42, 2e-3
