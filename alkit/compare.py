@@ -244,7 +244,8 @@ def mode_rows(stats: list[dict]) -> list[list[str]]:
         rows.append([m["mode"], str(m["runs"]), f"{m['converged']}/{m['runs']} converged",
                      "not reached" if lab is None else f"{lab['median']:g}", _range(lab),
                      "not reached" if its is None else f"{its['median']:g}", _range(its),
-                     _bound(m["labels_all_runs"]), _bound(m["iterations_all_runs"]), _wall_spread(m["al_wall_seconds"]), ", ".join(missing) or "-"])
+                     _bound(m["labels_all_runs"]), _bound(m["iterations_all_runs"]),
+                     _wall_spread(m["al_wall_seconds"]), ", ".join(missing) or "-"])
     return rows
 
 
