@@ -163,6 +163,11 @@ def chart_compare_labels(runs: list[RunData], names: list[str]) -> Chart | None:
 MODE_HEADER = ["mode", "runs", "converged", "labels to all-stable: median", "labels: range",
                "AL iterations to all-stable: median", "AL iterations: range", "labels: median, all runs",
                "AL iterations: median, all runs", "AL wall time: median (range)", "not converged"]
+MODE_NUMERIC = {1, 3, 4, 5, 6, 7, 8, 9}
+MODE_CAPTION = ("Medians and ranges over the converged runs only; runs that never reached all-stable are counted "
+                "and named, not averaged. \"All runs\": the median over every run, a non-converged run counted at "
+                "the labels and iterations it had used, so \"≥\" marks a lower bound. AL iterations: the "
+                "all-stable iteration (iteration 0 is the seed potential).")
 
 
 def _spread(values: list[int]) -> dict | None:
@@ -396,14 +401,12 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
     for c in charts:
         chart_to_png(c, out / f"{c.key}.png")
 
+    rows = mode_rows(stats) if repeated else []
+    notes_mode = " ".join(_mode_notes(stats)) if repeated else ""
     md = ["# alkit run comparison", ""]
     if repeated:
-        md += ["## Per mode", "", _markdown(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6, 7, 8, 9}),
-               "Medians and ranges over the converged runs only; runs that never reached all-stable are counted "
-               "and named, not averaged. \"All runs\": the median over every run, a non-converged run counted "
-               "at the labels and iterations it had used, so '≥' marks a lower bound. AL iterations: the "
-               "all-stable iteration (iteration 0 is the seed potential).", ""]
-        md += [" ".join(_mode_notes(stats)), ""] if _mode_notes(stats) else []
+        md += ["## Per mode", "", _markdown(MODE_HEADER, rows, numeric=MODE_NUMERIC), MODE_CAPTION, ""]
+        md += [notes_mode, ""] if notes_mode else []
         md += ["## Per run", ""]
     md += [markdown_table(summaries)]
     notes = _ratio_notes(summaries) if not repeated else []
@@ -418,12 +421,9 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
 
     body = []
     if repeated:
-        body += ["<h2>Per mode</h2>", html_table(MODE_HEADER, mode_rows(stats), numeric={1, 3, 4, 5, 6, 7, 8, 9}),
-                 '<div class="caption">Medians and ranges over the converged runs only; runs that never reached '
-                 'all-stable are counted and named, not averaged. "All runs": the median over every run, a '
-                 'non-converged run counted at the labels and iterations it had used, so "≥" marks a lower '
-                 'bound. AL iterations: the all-stable iteration (iteration 0 is the seed potential).</div>']
-        body += [f"<p>{html.escape(' '.join(_mode_notes(stats)))}</p>"] if _mode_notes(stats) else []
+        body += ["<h2>Per mode</h2>", html_table(MODE_HEADER, rows, numeric=MODE_NUMERIC),
+                 f'<div class="caption">{html.escape(MODE_CAPTION)}</div>']
+        body += [f"<p>{html.escape(notes_mode)}</p>"] if notes_mode else []
     body += ["<h2>Summary</h2>" if not repeated else "<h2>Per run</h2>",
              html_table(TABLE_HEADER, table_rows(summaries), numeric={2, 3, 4, 5, 6, 7, 8})]
     if notes:

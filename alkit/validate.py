@@ -86,6 +86,11 @@ class MDSystem:
                 "diffusion_steps": self.diffusion_steps}
 
 
+def _is_count(v: Any) -> bool:
+    """An integer >= 1 (numpy integers too, bools not): a number of steps, snapshots or frames."""
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= 1
+
+
 @dataclass
 class ValidationSpec:
     """How to validate a campaign (a recipe's ``validation(preset)`` returns one).
@@ -124,8 +129,7 @@ class ValidationSpec:
 
         for name in ("test_steps", "test_snapshot_interval", "test_snapshots", "diffusion_steps",
                      "diffusion_sample_interval"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            if not _is_count(getattr(self, name)):
                 raise bad(name, "must be an integer >= 1")
         if self.labeller_diffusion_steps is not None and (not isinstance(self.labeller_diffusion_steps, int)
                                                           or self.labeller_diffusion_steps < 1):
@@ -159,10 +163,9 @@ class ValidationSpec:
                 if extra:
                     raise ConfigError(f"{where}: labeller_temperatures {sorted(extra)} are not among its "
                                       f"temperatures {list(temps)}")
-                steps = s.diffusion_steps
-                if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
-                                          or steps < 1):
-                    raise ConfigError(f"{where}: diffusion_steps = {steps!r} must be None or an integer >= 1")
+                if s.diffusion_steps is not None and not _is_count(s.diffusion_steps):
+                    raise ConfigError(f"{where}: diffusion_steps = {s.diffusion_steps!r} must be None or an "
+                                      f"integer >= 1")
                 if group == "diffusion_systems":
                     if not np.any(s.atoms.numbers == atomic_numbers[self.diffusing_species]):
                         raise ConfigError(f"{where}: {s.atoms.get_chemical_formula()} has no "
